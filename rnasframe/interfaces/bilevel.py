@@ -1,0 +1,65 @@
+"""Bi-level optimizers: one search step given a training and a validation batch."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Dict, Mapping, Tuple
+
+from torch import Tensor
+
+from rnasframe.interfaces.search_space import Supernet
+
+__all__ = ["BilevelOptimizer", "Batch"]
+
+#: ``(inputs, labels)``, inputs pixels in [0, 1].
+Batch = Tuple[Tensor, Tensor]
+
+
+class BilevelOptimizer(abc.ABC):
+    """Alternates architecture (``alpha``) and weight (``w``) updates, as DARTS does.
+
+    Life cycle: :meth:`setup` once with the supernet, then :meth:`step` for every pair of batches
+    and :meth:`end_epoch` after every epoch. :meth:`state_dict` / :meth:`load_state_dict` capture
+    everything needed to resume bit-exactly (optimizer moments, scheduler position).
+    """
+
+    @abc.abstractmethod
+    def setup(self, supernet: Supernet, epochs: int) -> None:
+        """Create the inner optimizers and schedulers for ``supernet`` and a search of ``epochs`` epochs."""
+
+    @abc.abstractmethod
+    def step(
+        self,
+        supernet: Supernet,
+        objective: Any,
+        train_batch: Batch,
+        valid_batch: Batch,
+        update_arch: bool,
+    ) -> Dict[str, float]:
+        """Run one search step and return metrics to log.
+
+        Args:
+            supernet: the supernet given to :meth:`setup`.
+            objective: a :class:`~rnasframe.objective.RobustObjective` (callable
+                ``objective(model, x, y) -> ObjectiveOutput``).
+            train_batch: the batch for the ``w`` update.
+            valid_batch: the batch for the ``alpha`` update.
+            update_arch: ``False`` during warm-up: only ``w`` is updated and ``valid_batch`` is unused.
+        """
+
+    @abc.abstractmethod
+    def end_epoch(self) -> None:
+        """Advance per-epoch schedules (the learning rate of ``w``)."""
+
+    @property
+    @abc.abstractmethod
+    def weight_learning_rate(self) -> float:
+        """The current learning rate of ``w``."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> Dict[str, Any]:
+        """Return the optimizer state (tensors and plain Python values only)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""

@@ -1,0 +1,123 @@
+"""Threat models and perturbations: how ``x'`` is made from ``x``.
+
+Two small interfaces:
+
+* :class:`NormBall` — a set ``{x' : ||x' - x|| <= epsilon}`` that knows how to project onto
+  itself intersected with the pixel range [0, 1], sample uniformly inside itself and take one
+  steepest-ascent step. The paper's samplers (:class:`~rnasframe.perturbations.PGDMaximizer`,
+  :class:`~rnasframe.perturbations.UniformSampler`) work with any ball.
+* :class:`Perturbation` — turns a batch ``x`` and a function to maximize into ``x'``. Subclasses
+  implement one method, :meth:`Perturbation.perturb`; the base class' :meth:`Perturbation.__call__`
+  owns what every subclass would otherwise get wrong.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from rnasframe.model_state import input_gradients_only
+
+__all__ = ["NormBall", "Perturbation", "PerturbationObjective", "check_pixel_range"]
+
+#: A function of the perturbed batch ``x'`` returning a scalar to maximize.
+PerturbationObjective = Callable[[Tensor], Tensor]
+
+_PIXEL_TOLERANCE = 1e-6
+
+
+def check_pixel_range(x: Tensor, name: str = "x") -> None:
+    """Raise :class:`ValueError` unless every element of ``x`` lies in [0, 1].
+
+    rnasframe measures epsilon in pixel units of [0, 1] images; inputs normalized in the data
+    transform (instead of inside the model) are the most common cause of this error.
+    """
+    if x.numel() == 0:
+        return
+    low, high = float(x.min()), float(x.max())
+    if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+        raise ValueError(
+            f"{name} must hold pixels in [0, 1] (epsilon is in pixel units; normalize inside the "
+            f"model, not in the data transform); got values in [{low:.4g}, {high:.4g}]"
+        )
+
+
+class NormBall(abc.ABC):
+    """A threat model: the ball ``{x' : ||x' - x|| <= epsilon}`` around each image of a batch.
+
+    Norms are taken per example over all non-batch dimensions. Subclasses are frozen attrs
+    classes with an ``epsilon`` field (pixel units of [0, 1] images).
+    """
+
+    epsilon: float
+
+    @abc.abstractmethod
+    def project(self, x_perturbed: Tensor, x: Tensor) -> Tensor:
+        """Return the projection of ``x_perturbed`` onto the ball around ``x`` intersected with [0, 1]."""
+
+    @abc.abstractmethod
+    def sample(self, x: Tensor) -> Tensor:
+        """Return a point drawn uniformly from the ball around each example of ``x``, clipped to [0, 1].
+
+        Uses torch's global random generator on ``x``'s device (seed it for reproducibility).
+        """
+
+    @abc.abstractmethod
+    def ascent_step(self, x_perturbed: Tensor, gradient: Tensor, step_size: float) -> Tensor:
+        """Return ``x_perturbed`` moved by ``step_size`` along the steepest-ascent direction of this norm.
+
+        The result is not projected; the caller projects it.
+        """
+
+
+class Perturbation(abc.ABC):
+    """Turns a batch ``x`` and a function to maximize into a perturbed batch ``x'``.
+
+    Contract of :meth:`__call__` (enforced here, so subclasses need not):
+
+    * ``x`` must hold pixels in [0, 1]; the result has ``x``'s shape and dtype, lies in [0, 1]
+      and is detached (a constant for the outer loss);
+    * ``x`` itself is never modified;
+    * when ``model`` is given, gradients are taken with respect to the input only: no gradient is
+      left in any parameter (weights or architecture), and the model's ``requires_grad`` flags,
+      every submodule's train/eval mode and its buffers (BatchNorm running statistics) are
+      restored afterwards, even on an exception. The mode is not switched: during the search the
+      supernet stays in train mode, so ``x'`` maximizes exactly the function the outer loss uses.
+
+    Subclasses implement :meth:`perturb` and keep their result inside their threat model.
+    """
+
+    def __call__(
+        self,
+        x: Tensor,
+        objective: PerturbationObjective,
+        model: Optional[nn.Module] = None,
+    ) -> Tensor:
+        """Return ``x'`` for the batch ``x``; see the class docstring for the guarantees."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+        check_pixel_range(x)
+        x = x.detach()
+        guard = input_gradients_only(model) if model is not None else contextlib.nullcontext()
+        with guard, torch.enable_grad():
+            x_perturbed = self.perturb(x, objective)
+        if x_perturbed.shape != x.shape:
+            raise RuntimeError(
+                f"{type(self).__name__}.perturb returned shape {tuple(x_perturbed.shape)}, "
+                f"expected the input's shape {tuple(x.shape)}"
+            )
+        return x_perturbed.detach().to(x.dtype).clamp_(0.0, 1.0)
+
+    @abc.abstractmethod
+    def perturb(self, x: Tensor, objective: PerturbationObjective) -> Tensor:
+        """Return the perturbed batch for ``x`` (detached, pixels in [0, 1]).
+
+        Args:
+            x: the natural batch, pixels in [0, 1]; do not modify it in place.
+            objective: maps a candidate ``x'`` (same shape as ``x``) to a scalar to maximize.
+                Samplers that ignore it (uniform noise) may never call it.
+        """

@@ -1,0 +1,89 @@
+"""Search spaces: a supernet to search in and the stand-alone network of a genotype."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
+
+from torch import nn
+
+__all__ = ["SearchSpace", "Supernet", "InputSpec"]
+
+#: ``(channels, height, width)`` of one input image.
+InputShape = Tuple[int, int, int]
+
+
+class InputSpec:
+    """What a search space needs to know about the data: image shape and normalization.
+
+    Args:
+        shape: ``(channels, height, width)`` of one image.
+        mean: per-channel mean used by the model's first layer (pixels in [0, 1]).
+        std: per-channel standard deviation used by the model's first layer.
+    """
+
+    def __init__(
+        self,
+        shape: InputShape = (3, 32, 32),
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+    ) -> None:
+        if len(shape) != 3 or any(int(s) < 1 for s in shape):
+            raise ValueError(f"InputSpec.shape must be (channels, height, width) of positive ints, got {shape!r}")
+        channels = int(shape[0])
+        mean = tuple(float(m) for m in (mean if mean is not None else (0.0,) * channels))
+        std = tuple(float(s) for s in (std if std is not None else (1.0,) * channels))
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(
+                f"InputSpec: mean and std need one value per channel ({channels}), got {mean!r} and {std!r}"
+            )
+        if any(s <= 0 for s in std):
+            raise ValueError(f"InputSpec.std must be > 0 for every channel, got {std!r}")
+        self.shape: InputShape = (channels, int(shape[1]), int(shape[2]))
+        self.mean: Tuple[float, ...] = mean
+        self.std: Tuple[float, ...] = std
+
+    def __repr__(self) -> str:
+        return f"InputSpec(shape={self.shape}, mean={self.mean}, std={self.std})"
+
+
+class Supernet(nn.Module, abc.ABC):
+    """A network that contains every architecture of a space, weighted by architecture parameters.
+
+    Inputs are pixels in [0, 1]; normalization is the supernet's first layer.
+    """
+
+    @abc.abstractmethod
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        """Yield the ordinary weights ``w`` (everything but the architecture parameters)."""
+
+    @abc.abstractmethod
+    def arch_parameters(self) -> Sequence[nn.Parameter]:
+        """Return the architecture parameters ``alpha`` (each a tensor whose last axis is softmaxed)."""
+
+    @abc.abstractmethod
+    def genotype(self) -> Any:
+        """Return the discrete architecture derived from the current ``alpha``."""
+
+
+class SearchSpace(abc.ABC):
+    """A family of architectures: builds the supernet and the stand-alone network of a genotype."""
+
+    @abc.abstractmethod
+    def supernet(self, num_classes: int, input_spec: Optional[InputSpec] = None) -> Supernet:
+        """Build a freshly initialized supernet for ``num_classes`` classes and ``input_spec`` inputs."""
+
+    @abc.abstractmethod
+    def network(self, genotype: Any, num_classes: int, input_spec: Optional[InputSpec] = None) -> nn.Module:
+        """Build the stand-alone network of ``genotype`` (trained from scratch after the search).
+
+        Spaces add their own keyword-only options (channels, depth, ...).
+        """
+
+    @abc.abstractmethod
+    def genotype_to_dict(self, genotype: Any) -> Mapping[str, Any]:
+        """Return a JSON-serializable description of ``genotype``."""
+
+    @abc.abstractmethod
+    def genotype_from_dict(self, data: Mapping[str, Any]) -> Any:
+        """Inverse of :meth:`genotype_to_dict`; raises :class:`ValueError` on invalid content."""

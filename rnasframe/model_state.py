@@ -1,0 +1,59 @@
+"""Context managers that protect a model's state while something else uses it.
+
+The inner maximization of RNAS-max (and every attack in evaluation) runs the model many times on
+inputs that are not training data. These helpers guarantee that such passes leave no trace in the
+model: no gradient in weights or architecture parameters, unchanged ``requires_grad`` flags, the
+same train/eval mode on every submodule, and unchanged buffers (BatchNorm running statistics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["preserved_buffers", "input_gradients_only"]
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore every buffer of ``model`` (BatchNorm running statistics included) on exit.
+
+    Forward passes inside the block may use batch statistics (train mode) and so compute exactly
+    the function the outer loss sees, but the running statistics are put back afterwards, as if
+    those passes never happened.
+    """
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, copy in saved:
+                buffer.copy_(copy)
+
+
+@contextlib.contextmanager
+def input_gradients_only(model: nn.Module) -> Iterator[None]:
+    """Run a block in which autograd can differentiate with respect to inputs only.
+
+    On entry every parameter of ``model`` gets ``requires_grad=False`` (so backward passes compute
+    no weight or architecture gradients, which is also faster); on exit, even on an exception, the
+    flags, each submodule's train/eval mode and all buffers are restored. The mode is *not*
+    changed: a model in train mode keeps using batch statistics, so the function maximized is the
+    one the outer loss is computed with.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    with preserved_buffers(model):
+        try:
+            for parameter, _ in flags:
+                parameter.requires_grad_(False)
+            with torch.enable_grad():
+                yield
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
+            for module, training in modes:
+                module.training = training
