@@ -19,19 +19,31 @@ __all__ = ["preserved_buffers", "input_gradients_only"]
 
 @contextlib.contextmanager
 def preserved_buffers(model: nn.Module) -> Iterator[None]:
-    """Restore every buffer of ``model`` (BatchNorm running statistics included) on exit.
+    """Leave every buffer of ``model`` (BatchNorm running statistics included) as it was.
 
     Forward passes inside the block may use batch statistics (train mode) and so compute exactly
-    the function the outer loss sees, but the running statistics are put back afterwards, as if
-    those passes never happened.
+    the function the outer loss sees, but they do not update running statistics: BatchNorm layers
+    stop tracking them for the duration of the block (nothing is written, so tensors that an
+    enclosing autograd graph saved stay valid). Any other buffer a module changes in place is
+    restored on exit.
     """
+    norms = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
+    ]
     saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
     try:
+        for module in norms:
+            module.track_running_stats = False
         yield
     finally:
+        for module in norms:
+            module.track_running_stats = True
         with torch.no_grad():
             for buffer, copy in saved:
-                buffer.copy_(copy)
+                if not torch.equal(buffer, copy):
+                    buffer.copy_(copy)
 
 
 @contextlib.contextmanager

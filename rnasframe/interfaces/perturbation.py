@@ -38,6 +38,7 @@ def check_pixel_range(x: Tensor, name: str = "x") -> None:
     """
     if x.numel() == 0:
         return
+    x = x.detach()
     low, high = float(x.min()), float(x.max())
     if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
         raise ValueError(

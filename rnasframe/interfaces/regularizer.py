@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Mapping
+from typing import Mapping, Union
 
 import attrs
 from torch import Tensor, nn
@@ -17,11 +17,11 @@ class RegularizerOutput:
 
     Attributes:
         value: the unweighted term ``R`` (a scalar tensor in the autograd graph).
-        metrics: plain floats to log, keyed by a short name (for example ``"perturbed_acc"``).
+        metrics: floats or detached scalar tensors to log, keyed by a short name (for example ``"perturbed_acc"``).
     """
 
     value: Tensor
-    metrics: Mapping[str, float] = attrs.field(factory=dict)
+    metrics: Mapping[str, Union[float, Tensor]] = attrs.field(factory=dict)
 
 
 class Regularizer(abc.ABC):

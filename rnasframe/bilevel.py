@@ -1,0 +1,304 @@
+"""DARTS' bi-level optimizers: first-order (default) and second-order (unrolled) alternation."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+import gin
+import torch
+from torch import Tensor, nn
+
+from rnasframe import validation
+from rnasframe.interfaces.bilevel import Batch, BilevelOptimizer
+from rnasframe.interfaces.search_space import Supernet
+from rnasframe.model_state import preserved_buffers
+
+__all__ = ["WeightOptimizerSettings", "ArchOptimizerSettings", "FirstOrderDarts", "SecondOrderDarts"]
+
+
+def _check_betas(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if len(value) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in value):
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be two numbers in [0, 1), got {value!r}"
+        )
+
+
+@gin.configurable
+@attrs.define(frozen=True)
+class WeightOptimizerSettings:
+    """SGD for the weights ``w`` with a cosine-annealed learning rate (DARTS' settings).
+
+    Args:
+        learning_rate: initial learning rate (0.025).
+        min_learning_rate: the cosine schedule's final value (0.001), reached after the last epoch.
+        momentum: SGD momentum (0.9).
+        weight_decay: L2 weight decay (3e-4).
+        grad_clip: maximum global gradient norm of ``w`` (5); ``None`` disables clipping.
+    """
+
+    learning_rate: float = attrs.field(default=0.025, validator=validation.greater_than(0.0))
+    min_learning_rate: float = attrs.field(default=0.001, validator=validation.at_least(0.0))
+    momentum: float = attrs.field(default=0.9, validator=validation.in_closed_range(0.0, 1.0))
+    weight_decay: float = attrs.field(default=3e-4, validator=validation.at_least(0.0))
+    grad_clip: Optional[float] = attrs.field(
+        default=5.0, validator=attrs.validators.optional(validation.greater_than(0.0))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_learning_rate > self.learning_rate:
+            raise ValueError(
+                f"WeightOptimizerSettings.min_learning_rate ({self.min_learning_rate}) must not exceed "
+                f"learning_rate ({self.learning_rate})"
+            )
+
+
+@gin.configurable
+@attrs.define(frozen=True)
+class ArchOptimizerSettings:
+    """Adam for the architecture parameters ``alpha`` (DARTS' settings).
+
+    Args:
+        learning_rate: 3e-4.
+        betas: Adam's ``(beta1, beta2)``, ``(0.5, 0.999)``.
+        weight_decay: 1e-3.
+    """
+
+    learning_rate: float = attrs.field(default=3e-4, validator=validation.greater_than(0.0))
+    betas: Tuple[float, float] = attrs.field(default=(0.5, 0.999), converter=tuple, validator=_check_betas)
+    weight_decay: float = attrs.field(default=1e-3, validator=validation.at_least(0.0))
+
+
+@attrs.define(eq=False)
+class _DartsBase(BilevelOptimizer):
+    """Shared state and the weight step of both DARTS variants."""
+
+    weights: WeightOptimizerSettings = attrs.field(
+        factory=WeightOptimizerSettings, validator=attrs.validators.instance_of(WeightOptimizerSettings)
+    )
+    arch: ArchOptimizerSettings = attrs.field(
+        factory=ArchOptimizerSettings, validator=attrs.validators.instance_of(ArchOptimizerSettings)
+    )
+    _weight_params: List[nn.Parameter] = attrs.field(init=False, factory=list)
+    _arch_params: List[nn.Parameter] = attrs.field(init=False, factory=list)
+    _weight_optimizer: Optional[torch.optim.SGD] = attrs.field(init=False, default=None)
+    _arch_optimizer: Optional[torch.optim.Adam] = attrs.field(init=False, default=None)
+    _scheduler: Optional[torch.optim.lr_scheduler.CosineAnnealingLR] = attrs.field(init=False, default=None)
+
+    def setup(self, supernet: Supernet, epochs: int) -> None:
+        """Create SGD for ``w``, Adam for ``alpha`` and the cosine schedule over ``epochs`` epochs."""
+        self._weight_params = list(supernet.weight_parameters())
+        self._arch_params = list(supernet.arch_parameters())
+        if not self._weight_params or not self._arch_params:
+            raise ValueError(
+                f"{type(supernet).__name__} must expose weight and architecture parameters, got "
+                f"{len(self._weight_params)} weight and {len(self._arch_params)} architecture tensors"
+            )
+        weight_ids = {id(p) for p in self._weight_params}
+        if any(id(p) in weight_ids for p in self._arch_params):
+            raise ValueError(
+                f"{type(supernet).__name__}.weight_parameters() must not yield architecture parameters"
+            )
+        self._weight_optimizer = torch.optim.SGD(
+            self._weight_params,
+            lr=self.weights.learning_rate,
+            momentum=self.weights.momentum,
+            weight_decay=self.weights.weight_decay,
+        )
+        self._arch_optimizer = torch.optim.Adam(
+            self._arch_params,
+            lr=self.arch.learning_rate,
+            betas=self.arch.betas,
+            weight_decay=self.arch.weight_decay,
+        )
+        self._scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self._weight_optimizer, T_max=max(1, epochs), eta_min=self.weights.min_learning_rate
+        )
+
+    def _require_setup(self) -> None:
+        if self._weight_optimizer is None:
+            raise RuntimeError(f"{type(self).__name__}.setup(supernet, epochs) must be called first")
+
+    @property
+    def weight_learning_rate(self) -> float:
+        """The current learning rate of ``w``."""
+        self._require_setup()
+        assert self._weight_optimizer is not None
+        return float(self._weight_optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self) -> None:
+        """Advance the cosine schedule of ``w`` by one epoch."""
+        self._require_setup()
+        assert self._scheduler is not None
+        self._scheduler.step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Both optimizers' and the scheduler's state."""
+        self._require_setup()
+        assert self._weight_optimizer and self._arch_optimizer and self._scheduler
+        return {
+            "weight_optimizer": self._weight_optimizer.state_dict(),
+            "arch_optimizer": self._arch_optimizer.state_dict(),
+            "scheduler": self._scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        self._require_setup()
+        assert self._weight_optimizer and self._arch_optimizer and self._scheduler
+        self._weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self._arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self._scheduler.load_state_dict(state["scheduler"])
+
+    def _weight_step(self, supernet: Supernet, objective: Any, batch: Batch) -> Dict[str, Tensor]:
+        """One SGD step of ``w`` on the training objective (gradients of ``w`` only, clipped)."""
+        assert self._weight_optimizer is not None
+        x, y = batch
+        self._weight_optimizer.zero_grad(set_to_none=True)
+        output = objective(supernet, x, y)
+        output.loss.backward(inputs=self._weight_params)
+        if self.weights.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._weight_params, self.weights.grad_clip)
+        self._weight_optimizer.step()
+        return output.metrics
+
+    def step(
+        self,
+        supernet: Supernet,
+        objective: Any,
+        train_batch: Batch,
+        valid_batch: Batch,
+        update_arch: bool,
+    ) -> Dict[str, Tensor]:
+        """An ``alpha`` step on ``valid_batch`` (unless warming up), then a ``w`` step on ``train_batch``.
+
+        Returns the metrics of both, prefixed ``train/`` and ``valid/``.
+        """
+        self._require_setup()
+        metrics: Dict[str, Tensor] = {}
+        if update_arch:
+            for key, value in self._arch_step(supernet, objective, train_batch, valid_batch).items():
+                metrics[f"valid/{key}"] = value
+        for key, value in self._weight_step(supernet, objective, train_batch).items():
+            metrics[f"train/{key}"] = value
+        return metrics
+
+    def _arch_step(
+        self, supernet: Supernet, objective: Any, train_batch: Batch, valid_batch: Batch
+    ) -> Dict[str, Tensor]:
+        raise NotImplementedError
+
+
+@gin.configurable
+@attrs.define(eq=False)
+class FirstOrderDarts(_DartsBase):
+    """First-order DARTS: ``alpha`` follows ``grad_alpha L_val(w, alpha)`` at the current ``w``.
+
+    Each step: one Adam step of ``alpha`` on the validation objective (skipped during warm-up),
+    then one SGD step of ``w`` on the training objective. Each backward pass computes gradients
+    for the parameters being updated only.
+
+    Args:
+        weights: SGD settings for ``w``.
+        arch: Adam settings for ``alpha``.
+    """
+
+    def _arch_step(
+        self, supernet: Supernet, objective: Any, train_batch: Batch, valid_batch: Batch
+    ) -> Dict[str, Tensor]:
+        assert self._arch_optimizer is not None
+        x, y = valid_batch
+        self._arch_optimizer.zero_grad(set_to_none=True)
+        output = objective(supernet, x, y)
+        output.loss.backward(inputs=self._arch_params)
+        self._arch_optimizer.step()
+        return output.metrics
+
+
+@gin.configurable
+@attrs.define(eq=False)
+class SecondOrderDarts(_DartsBase):
+    """Second-order DARTS (Liu et al., 2019, Eq. 7-8): ``alpha`` follows the unrolled gradient.
+
+    With ``xi`` the current learning rate of ``w`` and ``w' = w - xi * (momentum * v + grad_w L_train
+    + weight_decay * w)`` (one step of the actual SGD optimizer), the architecture gradient is::
+
+        grad_alpha L_val(w', alpha) - xi * (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 r)
+
+    with ``w+- = w +- r * grad_w' L_val(w', alpha)`` and ``r = finite_difference_scale / ||grad_w' L_val||``
+    (the finite-difference Hessian-vector product). ``w`` is restored exactly afterwards, and the
+    temporary passes leave no trace in buffers (BatchNorm running statistics). With a robust
+    objective every ``L`` includes the regularizer, so RNAS-max runs its inner maximization at
+    each of the four evaluations.
+
+    Args:
+        weights: SGD settings for ``w``.
+        arch: Adam settings for ``alpha``.
+        finite_difference_scale: the numerator of ``r`` (DARTS: 0.01).
+    """
+
+    finite_difference_scale: float = attrs.field(default=0.01, validator=validation.greater_than(0.0))
+
+    def _arch_step(
+        self, supernet: Supernet, objective: Any, train_batch: Batch, valid_batch: Batch
+    ) -> Dict[str, Tensor]:
+        assert self._weight_optimizer is not None and self._arch_optimizer is not None
+        weights, alphas = self._weight_params, self._arch_params
+        xi = self.weight_learning_rate
+        momentum = self.weights.momentum
+        decay = self.weights.weight_decay
+        saved = [w.detach().clone() for w in weights]
+        x_tr, y_tr = train_batch
+        x_va, y_va = valid_batch
+        try:
+            with preserved_buffers(supernet):
+                train_loss = objective(supernet, x_tr, y_tr).loss
+                train_grads = torch.autograd.grad(train_loss, weights, allow_unused=True)
+                with torch.no_grad():
+                    for w, g in zip(weights, train_grads):
+                        direction = (g if g is not None else torch.zeros_like(w)) + decay * w
+                        buffer = self._weight_optimizer.state.get(w, {}).get("momentum_buffer")
+                        if buffer is not None:
+                            direction = direction + momentum * buffer
+                        w.sub_(xi * direction)
+                valid_output = objective(supernet, x_va, y_va)
+                grads = torch.autograd.grad(valid_output.loss, list(alphas) + weights, allow_unused=True)
+                alpha_grads = [_zero_if_none(g, a) for g, a in zip(grads[: len(alphas)], alphas)]
+                vector = [_zero_if_none(g, w) for g, w in zip(grads[len(alphas) :], weights)]
+                hessian = self._hessian_vector_product(supernet, objective, train_batch, saved, vector)
+        finally:
+            with torch.no_grad():
+                for w, original in zip(weights, saved):
+                    w.copy_(original)
+        self._arch_optimizer.zero_grad(set_to_none=True)
+        for alpha, grad, h in zip(alphas, alpha_grads, hessian):
+            alpha.grad = grad - xi * h
+        self._arch_optimizer.step()
+        return valid_output.metrics
+
+    def _hessian_vector_product(
+        self,
+        supernet: Supernet,
+        objective: Any,
+        batch: Batch,
+        saved: Sequence[Tensor],
+        vector: Sequence[Tensor],
+    ) -> List[Tensor]:
+        """``(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)``, ``w`` restored by the caller."""
+        weights, alphas = self._weight_params, self._arch_params
+        norm = torch.sqrt(sum((v * v).sum() for v in vector))
+        r = self.finite_difference_scale / norm.clamp_min(1e-12)
+        x, y = batch
+        gradients = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for w, original, v in zip(weights, saved, vector):
+                    w.copy_(original + sign * r * v)
+            loss = objective(supernet, x, y).loss
+            grads = torch.autograd.grad(loss, alphas, allow_unused=True)
+            gradients.append([_zero_if_none(g, a) for g, a in zip(grads, alphas)])
+        return [(gp - gn) / (2 * r) for gp, gn in zip(*gradients)]
+
+
+def _zero_if_none(gradient: Optional[Tensor], like: Tensor) -> Tensor:
+    return gradient if gradient is not None else torch.zeros_like(like)

@@ -1,0 +1,108 @@
+"""The run folder: log file, tensorboardX events, JSON artifacts and metric averaging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["RunFolder", "MetricMeter", "device_description", "write_json_atomic"]
+
+
+def write_json_atomic(path: os.PathLike[str] | str, payload: Any) -> None:
+    """Write ``payload`` as indented JSON through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def device_description(device: torch.device) -> str:
+    """A human-readable name of ``device`` for the search-cost record."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine() or "cpu"
+    return f"cpu:{name} ({torch.get_num_threads()} threads)"
+
+
+class MetricMeter:
+    """Running means of scalar metrics, kept as tensors (no device sync until :meth:`means`)."""
+
+    def __init__(self) -> None:
+        self._sums: Dict[str, Tensor] = {}
+        self._counts: Dict[str, int] = {}
+
+    def update(self, metrics: Mapping[str, Tensor], weight: int = 1) -> None:
+        """Add one observation of each metric, weighted by ``weight`` (the batch size)."""
+        for key, value in metrics.items():
+            value = value.detach().float() * weight
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+            self._counts[key] = self._counts.get(key, 0) + weight
+
+    def means(self) -> Dict[str, float]:
+        """The mean of each metric."""
+        return {key: float(total) / self._counts[key] for key, total in sorted(self._sums.items())}
+
+
+class RunFolder:
+    """``runs/<name>/``: ``log.txt``, tensorboardX events and JSON files.
+
+    Args:
+        path: the folder (created if missing).
+        logger_name: name of the :mod:`logging` logger that also writes to ``log.txt``.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str, logger_name: str = "rnasframe") -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.logger = logging.getLogger(f"{logger_name}.{self.path.resolve()}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self._handlers = [logging.FileHandler(self.path / "log.txt"), logging.StreamHandler()]
+        formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        for handler in self._handlers:
+            handler.setFormatter(formatter)
+            self.logger.addHandler(handler)
+        self._writer: Optional[Any] = None
+
+    @property
+    def writer(self) -> Any:
+        """The :class:`tensorboardX.SummaryWriter` of this folder (opened on first use)."""
+        if self._writer is None:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(logdir=str(self.path))
+        return self._writer
+
+    def log(self, message: str) -> None:
+        """Write ``message`` to ``log.txt`` and the console."""
+        self.logger.info(message)
+
+    def scalars(self, metrics: Mapping[str, float], step: int, prefix: str = "") -> None:
+        """Log scalar metrics to tensorboardX at ``step``."""
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def write_json(self, name: str, payload: Any) -> Path:
+        """Write ``payload`` to ``<folder>/<name>`` atomically and return the path."""
+        path = self.path / name
+        write_json_atomic(path, payload)
+        return path
+
+    def close(self) -> None:
+        """Flush and close the event file and the log handlers."""
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+        for handler in self._handlers:
+            handler.flush()
+            handler.close()
+            self.logger.removeHandler(handler)
+        self._handlers = []

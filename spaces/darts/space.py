@@ -1,0 +1,150 @@
+"""The DARTS search space as a :class:`~rnasframe.interfaces.SearchSpace`."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional
+
+import attrs
+import gin
+
+from rnasframe.interfaces.search_space import InputSpec, SearchSpace
+from rnasframe.spaces.darts.genotypes import (
+    Genotype,
+    genotype_from_dict,
+    genotype_to_dict,
+    validate_genotype,
+)
+from rnasframe.spaces.darts.network import DartsNetwork
+from rnasframe.spaces.darts.supernet import DartsSupernet
+from rnasframe.validation import positive_int
+
+__all__ = ["DartsSpace"]
+
+
+def _multiplier_at_most_steps(
+    instance: "DartsSpace", attribute: "attrs.Attribute[int]", value: int
+) -> None:
+    positive_int(instance, attribute, value)
+    if value > instance.steps:
+        raise ValueError(
+            f"DartsSpace.multiplier must be <= steps ({instance.steps}): a cell concatenates at "
+            f"most its intermediate nodes, got {value!r}"
+        )
+
+
+def _check_num_classes(num_classes: Any) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+
+
+@gin.configurable
+@attrs.define(frozen=True)
+class DartsSpace(SearchSpace):
+    """The cell-based DARTS space (Liu et al., 2019) with :data:`PRIMITIVES` on every edge.
+
+    The supernet is :class:`~rnasframe.spaces.darts.supernet.DartsSupernet` (8 cells of
+    ``C = 16`` channels by default) and a genotype is a
+    :class:`~rnasframe.spaces.darts.genotypes.Genotype`, trained stand-alone as
+    :class:`~rnasframe.spaces.darts.network.DartsNetwork` (20 cells of 36 channels by default).
+
+    Args:
+        channels: ``C`` of the supernet.
+        layers: number of supernet cells.
+        steps: intermediate nodes per cell (genotypes must have as many).
+        multiplier: number of last nodes concatenated into a supernet cell's output
+            (``<= steps``); derived genotypes concatenate the same nodes.
+        stem_multiplier: the stems of the supernet and of the stand-alone network output
+            ``stem_multiplier * C`` channels.
+    """
+
+    channels: int = attrs.field(default=16, validator=positive_int)
+    layers: int = attrs.field(default=8, validator=positive_int)
+    steps: int = attrs.field(default=4, validator=positive_int)
+    multiplier: int = attrs.field(default=4, validator=_multiplier_at_most_steps)
+    stem_multiplier: int = attrs.field(default=3, validator=positive_int)
+
+    def supernet(
+        self, num_classes: int = 10, input_spec: Optional[InputSpec] = None
+    ) -> DartsSupernet:
+        """Build a freshly initialized supernet.
+
+        Args:
+            num_classes: number of classes.
+            input_spec: input shape and normalization (default: 3x32x32, identity normalization).
+
+        Returns:
+            The supernet, in training mode.
+        """
+        _check_num_classes(num_classes)
+        return DartsSupernet(
+            num_classes=num_classes,
+            channels=self.channels,
+            layers=self.layers,
+            steps=self.steps,
+            multiplier=self.multiplier,
+            stem_multiplier=self.stem_multiplier,
+            input_spec=input_spec,
+        )
+
+    def network(
+        self,
+        genotype: Genotype,
+        num_classes: int = 10,
+        input_spec: Optional[InputSpec] = None,
+        *,
+        channels: int = 36,
+        layers: int = 20,
+        auxiliary: bool = True,
+        drop_path_prob: float = 0.0,
+    ) -> DartsNetwork:
+        """Build the stand-alone network of ``genotype``.
+
+        Args:
+            genotype: the architecture; it must have :attr:`steps` intermediate nodes per cell.
+            num_classes: number of classes.
+            input_spec: input shape and normalization (default: 3x32x32, identity normalization).
+            channels: ``C`` of the network (36 in DARTS' CIFAR-10 evaluation).
+            layers: number of cells (20 in DARTS' CIFAR-10 evaluation).
+            auxiliary: whether to add the auxiliary head (see :class:`DartsNetwork` for how its
+                logits are returned).
+            drop_path_prob: initial drop path probability in ``[0, 1)``.
+
+        Returns:
+            The network, in training mode.
+
+        Raises:
+            ValueError: for an invalid genotype, a wrong number of nodes or invalid sizes.
+        """
+        _check_num_classes(num_classes)
+        checked = validate_genotype(genotype, steps=self.steps)
+        return DartsNetwork(
+            checked,
+            num_classes=num_classes,
+            channels=channels,
+            layers=layers,
+            auxiliary=auxiliary,
+            drop_path_prob=drop_path_prob,
+            stem_multiplier=self.stem_multiplier,
+            input_spec=input_spec,
+        )
+
+    def genotype_to_dict(self, genotype: Genotype) -> Dict[str, Any]:
+        """Return the JSON-serializable form of ``genotype``.
+
+        See :func:`~rnasframe.spaces.darts.genotypes.genotype_to_dict`.
+
+        Raises:
+            ValueError: for an invalid genotype or a number of intermediate nodes other than
+                :attr:`steps`.
+        """
+        validate_genotype(genotype, steps=self.steps)
+        return genotype_to_dict(genotype)
+
+    def genotype_from_dict(self, data: Mapping[str, Any]) -> Genotype:
+        """Rebuild and validate a genotype from :meth:`genotype_to_dict`'s output.
+
+        Raises:
+            ValueError: for missing keys, unknown operations, bad indices or a number of
+                intermediate nodes other than :attr:`steps`.
+        """
+        return genotype_from_dict(data, steps=self.steps)
