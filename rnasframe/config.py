@@ -9,6 +9,7 @@ Every shipped class works without gin; gin only composes them. Bind objects, not
 from __future__ import annotations
 
 import importlib
+import logging
 import tokenize
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -78,6 +79,9 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_dirs: S
     for directory in [*(p.parent for p in paths), *search_dirs]:
         if str(directory) not in gin.config._LOCATION_PREFIXES:  # include search path
             gin.add_config_file_search_path(str(directory))
+    # gin's resource reader logs "Path not found" at ERROR level for every search folder that
+    # does not hold an included file, before it finds the right one: silence it while parsing.
+    logging.disable(logging.ERROR)
     try:
         gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings), skip_unknown=False)
     except tokenize.TokenError as error:
@@ -85,6 +89,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_dirs: S
     except (ValueError, TypeError, SyntaxError, KeyError, OSError) as error:
         message = " ".join(str(error).split())
         raise ConfigError(f"invalid gin configuration in {_sources(files, bindings)}: {message}") from None
+    finally:
+        logging.disable(logging.NOTSET)
     return paths
 
 

@@ -300,10 +300,8 @@ class SearchEngine:
 
     def _log_epoch(self, folder: RunFolder, supernet: Supernet, genotype: Any, metrics: Dict[str, float], epoch: int) -> None:
         folder.scalars(metrics, epoch + 1)
-        names = getattr(supernet, "op_names", None)
-        for group, alpha in enumerate(supernet.arch_parameters()):
-            label = getattr(supernet, "arch_parameter_names", None)
-            group_name = label[group] if label else str(group)
+        names = supernet.op_names
+        for group_name, alpha in zip(supernet.arch_parameter_names, supernet.arch_parameters()):
             weights = torch.softmax(alpha.detach().float(), dim=-1).cpu()
             for edge in range(weights.shape[0]):
                 for op in range(weights.shape[-1]):

@@ -65,6 +65,16 @@ class Supernet(nn.Module, abc.ABC):
     def genotype(self) -> Any:
         """Return the discrete architecture derived from the current ``alpha``."""
 
+    @property
+    def arch_parameter_names(self) -> Sequence[str]:
+        """One name per tensor of :meth:`arch_parameters`, used in logs (default: ``"0"``, ``"1"``, ...)."""
+        return [str(i) for i in range(len(self.arch_parameters()))]
+
+    @property
+    def op_names(self) -> Optional[Sequence[str]]:
+        """Names of the candidates along the last axis of every ``alpha`` (``None``: use indices)."""
+        return None
+
 
 class SearchSpace(abc.ABC):
     """A family of architectures: builds the supernet and the stand-alone network of a genotype."""

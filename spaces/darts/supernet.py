@@ -211,6 +211,16 @@ class DartsSupernet(Supernet):
         """Return ``[alphas_normal, alphas_reduce]``."""
         return [self.alphas_normal, self.alphas_reduce]
 
+    @property
+    def arch_parameter_names(self) -> List[str]:
+        """``["normal", "reduce"]``, the cells the two alpha tensors belong to."""
+        return ["normal", "reduce"]
+
+    @property
+    def op_names(self) -> List[str]:
+        """:data:`PRIMITIVES`, the order of the last axis of both alpha tensors."""
+        return list(PRIMITIVES)
+
     def weight_parameters(self) -> Iterator[nn.Parameter]:
         """Yield every parameter except the architecture parameters."""
         arch = {id(p) for p in self.arch_parameters()}
