@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import tokenize
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -65,7 +66,9 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_dirs: S
     """Register configurables, then parse ``files`` and ``bindings`` strictly (unknown names fail).
 
     Bare file names are resolved in ``search_dirs``; ``include`` statements inside files are
-    resolved against the folders of the given files and ``search_dirs``.
+    resolved against the folders of the given files and ``search_dirs``, and so are gin ``import``
+    statements: a user's module (a custom ``Perturbation``, say) that sits beside the gin file that
+    imports it is found without installing it.
 
     Returns:
         The resolved paths of ``files``.
@@ -79,6 +82,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_dirs: S
     for directory in [*(p.parent for p in paths), *search_dirs]:
         if str(directory) not in gin.config._LOCATION_PREFIXES:  # include search path
             gin.add_config_file_search_path(str(directory))
+        if str(directory) not in sys.path:  # gin `import` statements
+            sys.path.append(str(directory))
     # gin's resource reader logs "Path not found" at ERROR level for every search folder that
     # does not hold an included file, before it finds the right one: silence it while parsing.
     logging.disable(logging.ERROR)
