@@ -1,0 +1,84 @@
+"""An in-memory labelled image set and the per-channel statistics the model normalizes with."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from rnasframe.interfaces.search_space import InputSpec
+
+__all__ = ["LabeledImages"]
+
+
+class LabeledImages:
+    """Images ``(N, C, H, W)`` and integer labels ``(N,)`` held in memory.
+
+    Images are either ``uint8`` (0-255) or floating point in [0, 1]; :meth:`pixels` always returns
+    float32 pixels in [0, 1], so perturbation radii stay in pixel units.
+
+    Args:
+        images: the image tensor.
+        labels: the label tensor (int64 values in ``[0, num_classes)``).
+        num_classes: the number of classes.
+        name: a short name for messages and logs.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, num_classes: int, name: str = "dataset") -> None:
+        if images.dim() != 4:
+            raise ValueError(f"{name}: images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"{name}: labels must have shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}"
+            )
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise TypeError(f"{name}: images must be uint8 or floating point, got {images.dtype}")
+        if images.is_floating_point() and images.numel() and (images.min() < 0 or images.max() > 1):
+            raise ValueError(f"{name}: floating-point images must lie in [0, 1]")
+        if num_classes < 1 or (labels.numel() and (labels.min() < 0 or labels.max() >= num_classes)):
+            raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got num_classes={num_classes}")
+        self.images = images
+        self.labels = labels.long()
+        self.num_classes = int(num_classes)
+        self.name = name
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def pixels(self, index: Tensor) -> Tensor:
+        """Return the images at ``index`` as float32 pixels in [0, 1]."""
+        batch = self.images[index]
+        if batch.dtype == torch.uint8:
+            return batch.float().div_(255.0)
+        return batch.float()
+
+    def subset(self, index: Tensor, name: str = "") -> "LabeledImages":
+        """Return the examples at ``index`` as a new set."""
+        return LabeledImages(self.images[index], self.labels[index], self.num_classes, name or self.name)
+
+    def channel_statistics(self) -> Tuple[Sequence[float], Sequence[float]]:
+        """Per-channel mean and standard deviation of the pixels, in [0, 1] units."""
+        chunks = torch.arange(len(self)).split(4096)
+        total = torch.zeros(self.shape[0], dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        count = 0
+        for chunk in chunks:
+            pixels = self.pixels(chunk).double()
+            total += pixels.sum(dim=(0, 2, 3))
+            total_sq += (pixels * pixels).sum(dim=(0, 2, 3))
+            count += pixels.shape[0] * pixels.shape[2] * pixels.shape[3]
+        mean = total / max(count, 1)
+        std = (total_sq / max(count, 1) - mean * mean).clamp_min(1e-12).sqrt()
+        return mean.tolist(), std.tolist()
+
+    def input_spec(self) -> InputSpec:
+        """The :class:`~rnasframe.interfaces.InputSpec` (shape and normalization) of these images."""
+        mean, std = self.channel_statistics()
+        return InputSpec(self.shape, mean, std)

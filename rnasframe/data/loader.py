@@ -1,0 +1,142 @@
+"""Seeded, resumable mini-batches from in-memory images, with batched augmentation."""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import attrs
+import gin
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnasframe import validation
+from rnasframe.data.images import LabeledImages
+
+__all__ = ["Augmentation", "BatchLoader", "split_indices"]
+
+
+def split_indices(n: int, train_portion: float, seed: int) -> Tuple[Tensor, Tensor]:
+    """Split ``range(n)`` at random into a part for ``w`` and a part for ``alpha``.
+
+    Args:
+        n: number of examples.
+        train_portion: share that goes to the first part (DARTS and the paper: 0.5).
+        seed: seed of the permutation (recorded with the run).
+
+    Returns:
+        ``(train_indices, valid_indices)``, both sorted int64 tensors.
+    """
+    if not 0.0 < train_portion < 1.0:
+        raise ValueError(f"train_portion must be in (0, 1), got {train_portion!r}")
+    if n < 2:
+        raise ValueError(f"need at least 2 examples to split, got {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = min(max(int(n * train_portion), 1), n - 1)
+    return order[:cut].sort().values, order[cut:].sort().values
+
+
+@gin.configurable
+@attrs.define(frozen=True)
+class Augmentation:
+    """DARTS' training augmentation, done on whole batches: random crop with zero padding, flip.
+
+    Args:
+        crop_padding: zero padding before the random crop back to the original size (CIFAR: 4;
+            0 disables cropping).
+        horizontal_flip: flip half of the images left-right (off for digits, where it changes meaning).
+    """
+
+    crop_padding: int = attrs.field(default=4, validator=validation.non_negative_int)
+    horizontal_flip: bool = True
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Return the augmented batch (random numbers from ``generator``, on the CPU)."""
+        n, _, h, w = x.shape
+        if self.crop_padding > 0:
+            p = self.crop_padding
+            padded = F.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
+            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(x.device)
+            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(x.device)
+            batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+            channels = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+            x = padded[batch, channels, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+        if self.horizontal_flip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        return x
+
+
+class BatchLoader:
+    """Mini-batches of ``(pixels in [0, 1], labels)`` from a :class:`LabeledImages`.
+
+    The order and the augmentation of epoch ``e`` depend only on ``(seed, e)``, so a search resumed
+    at an epoch boundary sees exactly the batches of an uninterrupted one.
+
+    Args:
+        data: the images.
+        batch_size: examples per batch.
+        seed: base seed of shuffling and augmentation.
+        shuffle: draw a new permutation every epoch.
+        augmentation: applied to every batch when given.
+        drop_last: drop the last incomplete batch.
+        device: where batches are put.
+        rank: this process' rank in data-parallel runs.
+        world_size: number of processes; each global batch of ``batch_size`` examples (drawn and
+            augmented identically on every rank) is split into ``world_size`` equal shards and
+            this loader yields shard ``rank``. ``batch_size`` must be divisible by it.
+    """
+
+    def __init__(
+        self,
+        data: LabeledImages,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        augmentation: Optional[Augmentation] = None,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+        if world_size > 1 and (batch_size % world_size or not drop_last):
+            raise ValueError(
+                f"a data-parallel batch of {batch_size} must split evenly over {world_size} processes "
+                f"(and drop_last must be set)"
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.augmentation = augmentation
+        self.drop_last = drop_last
+        self.device = torch.device(device)
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[Tuple[Tensor, Tensor]]:
+        """Yield the batches of epoch ``epoch`` (0-based)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.data)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for index in order.split(self.batch_size):
+            if self.drop_last and index.numel() < self.batch_size:
+                break
+            x = self.data.pixels(index)
+            if self.augmentation is not None:
+                x = self.augmentation(x, generator)
+            y = self.data.labels[index]
+            if self.world_size > 1:
+                shard = slice(self.rank * (len(index) // self.world_size), (self.rank + 1) * (len(index) // self.world_size))
+                x, y = x[shard], y[shard]
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
