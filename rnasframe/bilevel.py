@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from rnasframe import validation
+from rnasframe.distributed import average_gradients, average_tensors
 from rnasframe.interfaces.bilevel import Batch, BilevelOptimizer
 from rnasframe.interfaces.search_space import Supernet
 from rnasframe.model_state import preserved_buffers
@@ -157,6 +158,7 @@ class _DartsBase(BilevelOptimizer):
         self._weight_optimizer.zero_grad(set_to_none=True)
         output = objective(supernet, x, y)
         output.loss.backward(inputs=self._weight_params)
+        average_gradients(self._weight_params)  # data-parallel runs: the mean over ranks
         if self.weights.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._weight_params, self.weights.grad_clip)
         self._weight_optimizer.step()
@@ -211,6 +213,7 @@ class FirstOrderDarts(_DartsBase):
         self._arch_optimizer.zero_grad(set_to_none=True)
         output = objective(supernet, x, y)
         output.loss.backward(inputs=self._arch_params)
+        average_gradients(self._arch_params)
         self._arch_optimizer.step()
         return output.metrics
 
@@ -253,10 +256,13 @@ class SecondOrderDarts(_DartsBase):
         try:
             with preserved_buffers(supernet):
                 train_loss = objective(supernet, x_tr, y_tr).loss
-                train_grads = torch.autograd.grad(train_loss, weights, allow_unused=True)
+                train_grads = [
+                    _zero_if_none(g, w) for g, w in zip(torch.autograd.grad(train_loss, weights, allow_unused=True), weights)
+                ]
+                average_tensors(train_grads)
                 with torch.no_grad():
                     for w, g in zip(weights, train_grads):
-                        direction = (g if g is not None else torch.zeros_like(w)) + decay * w
+                        direction = g + decay * w
                         buffer = self._weight_optimizer.state.get(w, {}).get("momentum_buffer")
                         if buffer is not None:
                             direction = direction + momentum * buffer
@@ -265,6 +271,7 @@ class SecondOrderDarts(_DartsBase):
                 grads = torch.autograd.grad(valid_output.loss, list(alphas) + weights, allow_unused=True)
                 alpha_grads = [_zero_if_none(g, a) for g, a in zip(grads[: len(alphas)], alphas)]
                 vector = [_zero_if_none(g, w) for g, w in zip(grads[len(alphas) :], weights)]
+                average_tensors(alpha_grads + vector)
                 hessian = self._hessian_vector_product(supernet, objective, train_batch, saved, vector)
         finally:
             with torch.no_grad():
@@ -295,8 +302,9 @@ class SecondOrderDarts(_DartsBase):
                 for w, original, v in zip(weights, saved, vector):
                     w.copy_(original + sign * r * v)
             loss = objective(supernet, x, y).loss
-            grads = torch.autograd.grad(loss, alphas, allow_unused=True)
-            gradients.append([_zero_if_none(g, a) for g, a in zip(grads, alphas)])
+            grads = [_zero_if_none(g, a) for g, a in zip(torch.autograd.grad(loss, alphas, allow_unused=True), alphas)]
+            average_tensors(grads)
+            gradients.append(grads)
         return [(gp - gn) / (2 * r) for gp, gn in zip(*gradients)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,8 @@ def search_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Pat
         print(f"\ninterrupted; resume with: --resume --run_dir {run_dir}", file=sys.stderr)
         return 130
     assert result is not None
+    if os.environ.get("RANK", "0") != "0":  # data-parallel runs: rank 0 reports
+        return 0
     print(f"run folder: {run_dir}")
     print(f"search cost: {result.total_seconds:.1f} s on {result.device}")
     print(f"genotype = {result.genotype}")

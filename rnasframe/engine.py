@@ -14,7 +14,7 @@ import gin
 import torch
 from tqdm.auto import tqdm
 
-from rnasframe import validation
+from rnasframe import distributed, validation
 from rnasframe.bilevel import FirstOrderDarts
 from rnasframe.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
 from rnasframe.data.loader import Augmentation, BatchLoader, split_indices
@@ -150,8 +150,25 @@ class SearchEngine:
             )
         checkpoint = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT) if resume else None
         device = resolve_device(self.device)
-        seed_everything(self.seed)
+        owns_group = not distributed.world_size() > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        device = distributed.initialize_from_environment(device) or device
+        try:
+            return self._run(run_dir, checkpoint, device, stop_after_epoch)
+        finally:
+            if owns_group:
+                torch.distributed.destroy_process_group()
 
+    def _run(
+        self, run_dir: Path, checkpoint: Optional[Dict[str, Any]], device: torch.device, stop_after_epoch: Optional[int]
+    ) -> Optional[SearchResult]:
+        world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
+        if self.batch_size % world:
+            raise ValueError(
+                f"SearchEngine.batch_size={self.batch_size} (the global batch) must be divisible by the "
+                f"number of processes ({world})"
+            )
+        checkpoint_path = run_dir / CHECKPOINT_NAME
+        seed_everything(self.seed)
         train_images = self.data.load_train()
         train_idx, valid_idx = split_indices(len(train_images), self.train_portion, self.seed)
         if checkpoint is not None and not (
@@ -164,18 +181,12 @@ class SearchEngine:
         mean, std = self.data.normalization(train_images)
         input_spec = InputSpec(train_images.shape, mean, std)
         supernet: Supernet = self.space.supernet(train_images.num_classes, input_spec).to(device)
+        distributed.broadcast_module(supernet)
         self.optimizer.setup(supernet, self.epochs)
-        train_loader = BatchLoader(
-            train_images.subset(train_idx, "w half"), self.batch_size, seed=self.seed,
-            augmentation=self.augmentation, drop_last=True, device=device,
-        )
-        valid_loader = BatchLoader(
-            train_images.subset(valid_idx, "alpha half"), self.batch_size, seed=self.seed + 1,
-            augmentation=self.augmentation, drop_last=True, device=device,
-        )
-        eval_loader = BatchLoader(
-            train_images.subset(valid_idx), self.batch_size, shuffle=False, device=device
-        )
+        shard = dict(drop_last=True, device=device, rank=rank, world_size=world, augmentation=self.augmentation)
+        train_loader = BatchLoader(train_images.subset(train_idx, "w half"), self.batch_size, seed=self.seed, **shard)
+        valid_loader = BatchLoader(train_images.subset(valid_idx, "alpha half"), self.batch_size, seed=self.seed + 1, **shard)
+        eval_loader = BatchLoader(train_images.subset(valid_idx), self.batch_size, shuffle=False, device=device)
         steps = min(len(train_loader), len(valid_loader))
         if steps == 0:
             raise ValueError(
@@ -185,17 +196,18 @@ class SearchEngine:
         if self.max_steps_per_epoch is not None:
             steps = min(steps, self.max_steps_per_epoch)
 
-        folder = RunFolder(run_dir)
+        folder = RunFolder(run_dir, enabled=main)
         history: List[float] = []
         start_epoch = 0
         metrics: Dict[str, float] = {}
         try:
             if checkpoint is None:
-                self._write_config(folder)
+                if main:
+                    self._write_config(folder)
                 folder.log(
                     f"search: {self.epochs} epochs ({self.warmup_epochs} warm-up), {steps} steps/epoch, "
                     f"batch {self.batch_size}, {len(train_idx)} + {len(valid_idx)} images, "
-                    f"device {device_description(device)}"
+                    f"device {device_description(device)}" + (f", {world} processes" if world > 1 else "")
                 )
             else:
                 supernet.load_state_dict(checkpoint["model"])
@@ -209,11 +221,14 @@ class SearchEngine:
                 if stop_after_epoch is not None and epoch >= stop_after_epoch:
                     folder.log(f"stopped after epoch {epoch}; resume with --resume --run_dir {run_dir}")
                     return None
+                if world > 1:  # each rank its own noise, reproducible per (seed, rank, epoch)
+                    seed_everything(self.seed + 1_000_003 * rank + 7_919 * epoch)
                 started = time.perf_counter()
-                metrics = self._search_epoch(supernet, train_loader, valid_loader, epoch, steps)
+                metrics = distributed.all_reduce_mean(self._search_epoch(supernet, train_loader, valid_loader, epoch, steps))
                 metrics["lr"] = self.optimizer.weight_learning_rate
                 self.optimizer.end_epoch()
-                if self.eval_batches != 0:
+                distributed.check_identical(supernet.arch_parameters(), "architecture parameters")
+                if self.eval_batches != 0 and main:
                     evaluation = evaluate_natural(supernet, eval_loader.epoch(0), self.eval_batches)
                     metrics["eval/loss"] = evaluation["loss"]
                     metrics["eval/natural_acc"] = evaluation["natural_acc"]
@@ -223,22 +238,24 @@ class SearchEngine:
                 history.append(seconds)
                 metrics["epoch_seconds"] = seconds
                 genotype = supernet.genotype()
-                self._log_epoch(folder, supernet, genotype, metrics, epoch)
-                folder.write_json("genotype.json", self.space.genotype_to_dict(genotype))
-                save_atomic(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "epoch": epoch + 1,
-                        "model": supernet.state_dict(),
-                        "optimizer": self.optimizer.state_dict(),
-                        "rng": capture_rng_state(),
-                        "split": {"train": train_idx, "valid": valid_idx, "seed": self.seed},
-                        "seconds_per_epoch": history,
-                        "metrics": metrics,
-                        "genotype": self.space.genotype_to_dict(genotype),
-                    },
-                    checkpoint_path,
-                )
+                if main:
+                    self._log_epoch(folder, supernet, genotype, metrics, epoch)
+                    folder.write_json("genotype.json", self.space.genotype_to_dict(genotype))
+                    save_atomic(
+                        {
+                            "format": CHECKPOINT_FORMAT,
+                            "epoch": epoch + 1,
+                            "model": supernet.state_dict(),
+                            "optimizer": self.optimizer.state_dict(),
+                            "rng": capture_rng_state(),
+                            "split": {"train": train_idx, "valid": valid_idx, "seed": self.seed},
+                            "seconds_per_epoch": history,
+                            "metrics": metrics,
+                            "genotype": self.space.genotype_to_dict(genotype),
+                            "world_size": world,
+                        },
+                        checkpoint_path,
+                    )
             genotype = supernet.genotype()
             result = SearchResult(
                 genotype=genotype,
@@ -246,7 +263,7 @@ class SearchEngine:
                 epochs=self.epochs,
                 seconds_per_epoch=history,
                 total_seconds=float(sum(history)),
-                device=device_description(device),
+                device=device_description(device) + (f" x {world} processes" if world > 1 else ""),
                 final_metrics=metrics,
                 run_dir=run_dir,
             )
@@ -255,6 +272,7 @@ class SearchEngine:
                 f"search done in {result.total_seconds:.1f} s ({result.total_seconds / 86400:.4f} "
                 f"device-days) on {result.device}\ngenotype: {genotype}"
             )
+            distributed.barrier()
             return result
         except KeyboardInterrupt:
             done = len(history)

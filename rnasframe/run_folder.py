@@ -56,24 +56,34 @@ class RunFolder:
     Args:
         path: the folder (created if missing).
         logger_name: name of the :mod:`logging` logger that also writes to ``log.txt``.
+        enabled: ``False`` on the non-zero ranks of a data-parallel run: nothing is written or
+            printed, and :attr:`writer` must not be used.
     """
 
-    def __init__(self, path: os.PathLike[str] | str, logger_name: str = "rnasframe") -> None:
+    def __init__(self, path: os.PathLike[str] | str, logger_name: str = "rnasframe", enabled: bool = True) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled
         self.logger = logging.getLogger(f"{logger_name}.{self.path.resolve()}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
+        self._writer: Optional[Any] = None
+        self._handlers: list = []
+        if not enabled:
+            self.logger.disabled = True
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.logger.disabled = False
         self._handlers = [logging.FileHandler(self.path / "log.txt"), logging.StreamHandler()]
         formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
         for handler in self._handlers:
             handler.setFormatter(formatter)
             self.logger.addHandler(handler)
-        self._writer: Optional[Any] = None
 
     @property
     def writer(self) -> Any:
         """The :class:`tensorboardX.SummaryWriter` of this folder (opened on first use)."""
+        if not self.enabled:
+            raise RuntimeError("this RunFolder is disabled (a non-zero rank); it has no event writer")
         if self._writer is None:
             from tensorboardX import SummaryWriter
 
@@ -86,13 +96,16 @@ class RunFolder:
 
     def scalars(self, metrics: Mapping[str, float], step: int, prefix: str = "") -> None:
         """Log scalar metrics to tensorboardX at ``step``."""
+        if not self.enabled:
+            return
         for key, value in metrics.items():
             self.writer.add_scalar(f"{prefix}{key}", value, step)
 
     def write_json(self, name: str, payload: Any) -> Path:
         """Write ``payload`` to ``<folder>/<name>`` atomically and return the path."""
         path = self.path / name
-        write_json_atomic(path, payload)
+        if self.enabled:
+            write_json_atomic(path, payload)
         return path
 
     def close(self) -> None:
