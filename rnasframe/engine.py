@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Optional
 
 import attrs
 import gin
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from rnasframe import distributed, validation
@@ -198,6 +200,7 @@ class SearchEngine:
 
         folder = RunFolder(run_dir, enabled=main)
         history: List[float] = []
+        alpha_history: Dict[str, List[torch.Tensor]] = {name: [] for name in supernet.arch_parameter_names}
         start_epoch = 0
         metrics: Dict[str, float] = {}
         try:
@@ -216,6 +219,8 @@ class SearchEngine:
                 start_epoch = int(checkpoint["epoch"])
                 history = list(checkpoint["seconds_per_epoch"])
                 metrics = dict(checkpoint.get("metrics", {}))
+                for name, values in checkpoint.get("alpha_history", {}).items():
+                    alpha_history[name] = list(values)
                 folder.log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
             for epoch in range(start_epoch, self.epochs):
                 if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -238,8 +243,11 @@ class SearchEngine:
                 history.append(seconds)
                 metrics["epoch_seconds"] = seconds
                 genotype = supernet.genotype()
+                for name, alpha in zip(supernet.arch_parameter_names, supernet.arch_parameters()):
+                    alpha_history[name].append(torch.softmax(alpha.detach().float(), dim=-1).cpu())
                 if main:
                     self._log_epoch(folder, supernet, genotype, metrics, epoch)
+                    self._save_pictures(folder, genotype, alpha_history, epoch)
                     folder.write_json("genotype.json", self.space.genotype_to_dict(genotype))
                     save_atomic(
                         {
@@ -253,6 +261,7 @@ class SearchEngine:
                             "metrics": metrics,
                             "genotype": self.space.genotype_to_dict(genotype),
                             "world_size": world,
+                            "alpha_history": alpha_history,
                         },
                         checkpoint_path,
                     )
@@ -306,6 +315,27 @@ class SearchEngine:
             if not math.isfinite(value):
                 raise FloatingPointError(f"metric {key} became {value} in epoch {epoch + 1}; the search diverged")
         return means
+
+    def _save_pictures(
+        self, folder: RunFolder, genotype: Any, alpha_history: Dict[str, List[torch.Tensor]], epoch: int
+    ) -> None:
+        """Let the space draw its pictures into the run folder; log the cell pictures to tensorboardX.
+
+        Best effort: a picture that cannot be drawn is reported in the log and never stops a search.
+        (softmax(alpha) is in the event file as scalars already, so only ``cell_*`` images go there.)
+        """
+        history = {name: [t.numpy() for t in values] for name, values in alpha_history.items()}
+        try:
+            paths = self.space.save_pictures(genotype, history, folder.path)
+        except Exception as error:  # noqa: BLE001 - a picture is never worth a search
+            folder.log(f"epoch {epoch + 1}: pictures not drawn ({type(error).__name__}: {error})")
+            return
+        for path in paths:
+            if not Path(path).stem.startswith("cell_"):
+                continue
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            folder.writer.add_image(f"pictures/{Path(path).stem}", pixels, epoch + 1, dataformats="HWC")
 
     def _write_config(self, folder: RunFolder) -> None:
         operative = gin.operative_config_str()

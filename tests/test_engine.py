@@ -48,6 +48,7 @@ def test_tiny_search_leaves_a_complete_run_folder(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     names = {p.name for p in folder.iterdir()}
     assert {"checkpoint.pt", "genotype.json", "log.txt", "results.json"} <= names
+    assert {"cell_normal.png", "cell_reduce.png", "alpha_normal.png", "alpha_reduce.png"} <= names
     assert any(name.startswith("events.out.tfevents") for name in names)
     genotype = DartsSpace().genotype_from_dict(json.loads((folder / "genotype.json").read_text()))
     assert genotype == result.genotype
@@ -84,6 +85,10 @@ def test_resume_after_epoch_one_is_bit_identical_to_uninterrupted_run(tmp_path: 
     for key in straight["model"]:
         assert torch.equal(straight["model"][key], resumed["model"][key]), key
     assert straight["genotype"] == resumed["genotype"]
+    for name in ("normal", "reduce"):  # the softmax(alpha) history survives the resume
+        assert len(resumed["alpha_history"][name]) == 2
+        for a, b in zip(straight["alpha_history"][name], resumed["alpha_history"][name]):
+            assert torch.equal(a, b)
     assert "resumed from" in (tmp_path / "resumed" / "log.txt").read_text()
 
 

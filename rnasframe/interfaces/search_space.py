@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
+import os
+from pathlib import Path
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -97,3 +99,29 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def genotype_from_dict(self, data: Mapping[str, Any]) -> Any:
         """Inverse of :meth:`genotype_to_dict`; raises :class:`ValueError` on invalid content."""
+
+    def save_pictures(
+        self,
+        genotype: Any,
+        alpha_history: Mapping[str, Sequence[Any]],
+        folder: Union[str, "os.PathLike[str]"],
+    ) -> List[Path]:
+        """Draw pictures of a search's state into ``folder`` (optional; the default draws none).
+
+        The search engine calls this after each epoch with the run folder, so that a space can
+        leave pictures there (of the derived cells, of how the architecture weights evolved) and
+        the engine can log them, without knowing anything about the space. Overriding it is
+        optional; pictures that already exist in ``folder`` should be replaced.
+
+        Args:
+            genotype: the architecture derived so far (the space's genotype type).
+            alpha_history: one entry per tensor of the supernet's
+                :meth:`~Supernet.arch_parameters`, keyed by its
+                :attr:`~Supernet.arch_parameter_names`: the softmax of that tensor after each
+                epoch so far, oldest first (arrays or tensors, the tensor's shape each).
+            folder: the folder to write into (it may not exist yet).
+
+        Returns:
+            The paths of the pictures written (PNG files), ``[]`` when the space draws none.
+        """
+        return []

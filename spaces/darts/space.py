@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import attrs
 import gin
+import numpy as np
 
 from rnasframe.interfaces.search_space import InputSpec, SearchSpace
 from rnasframe.spaces.darts.genotypes import (
+    PRIMITIVES,
     Genotype,
     genotype_from_dict,
     genotype_to_dict,
+    num_edges,
     validate_genotype,
 )
 from rnasframe.spaces.darts.network import DartsNetwork
@@ -148,3 +153,42 @@ class DartsSpace(SearchSpace):
                 intermediate nodes other than :attr:`steps`.
         """
         return genotype_from_dict(data, steps=self.steps)
+
+    def save_pictures(
+        self,
+        genotype: Genotype,
+        alpha_history: Mapping[str, Sequence[Any]],
+        folder: Union[str, "os.PathLike[str]"],
+    ) -> List[Path]:
+        """Draw both cells of ``genotype`` and the evolution of softmax(alpha) into ``folder``.
+
+        Writes ``cell_normal.png`` and ``cell_reduce.png`` (see
+        :func:`~rnasframe.spaces.darts.plot.draw_cell`) and one ``alpha_<name>.png`` per entry
+        of ``alpha_history`` with at least one epoch (see
+        :func:`~rnasframe.spaces.darts.plot.plot_alpha_evolution`), replacing older ones.
+
+        Args:
+            genotype: the derived architecture; it must have :attr:`steps` intermediate nodes.
+            alpha_history: ``"normal"`` and ``"reduce"`` (the supernet's
+                ``arch_parameter_names``) to the softmax of that alpha after each epoch, arrays
+                of shape ``(num_edges(steps), len(PRIMITIVES))``; may be empty.
+            folder: the folder to write into (created if missing).
+
+        Returns:
+            The paths written: the two cells, then the alpha plots.
+
+        Raises:
+            ValueError: for an invalid genotype or a history of the wrong shape.
+        """
+        from rnasframe.spaces.darts import plot  # Pillow is only needed when pictures are drawn
+
+        checked = validate_genotype(genotype, steps=self.steps)
+        expected = (num_edges(self.steps), len(PRIMITIVES))
+        for name, history in alpha_history.items():
+            for epoch, weights in enumerate(history):
+                if tuple(np.shape(weights)) != expected:
+                    raise ValueError(
+                        f"alpha_history[{name!r}][{epoch}] must have shape {expected} (edges of a "
+                        f"{self.steps}-node cell x primitives), got {tuple(np.shape(weights))}"
+                    )
+        return plot.save_cells(checked, folder) + plot.save_alpha_evolution(alpha_history, PRIMITIVES, folder)
