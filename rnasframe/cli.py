@@ -1,4 +1,5 @@
-"""Command-line entry point of the search (``examples/rnas_cifar10.py``)."""
+"""Command-line entry points: the search (``examples/rnas_cifar10.py``), training from scratch
+(``examples/train_cifar10.py``) and robustness evaluation (``examples/evaluate_cifar10.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import gin
 
@@ -15,7 +16,10 @@ from rnasframe.checkpoint import CheckpointError
 from rnasframe.config import ConfigError, parse_gin
 from rnasframe.data.sources import DataNotFoundError
 
-__all__ = ["build_parser", "search_main"]
+if TYPE_CHECKING:
+    from rnasframe.training import TrainResult
+
+__all__ = ["build_parser", "search_main", "train_main", "evaluate_main"]
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -87,4 +91,132 @@ def search_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Pat
     print(f"run folder: {run_dir}")
     print(f"search cost: {result.total_seconds:.1f} s on {result.device}")
     print(f"genotype = {result.genotype}")
+    return 0
+
+
+def _print_results(result: "TrainResult") -> None:
+    from rnasframe.robustness.report import attack_label
+
+    report = result.report
+    columns = {"clean": report.clean, **report.attacks}
+    print(f"run folder: {result.run_dir}")
+    print(f"train {result.train_seconds:.1f} s, evaluate {result.evaluate_seconds:.1f} s; selected epoch "
+          f"{result.best_epoch} of {result.epochs}; {report.examples} test images")
+    print("| Model | Params (M) | " + " | ".join(attack_label(name) for name in columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    print(f"| {result.model_name} | {result.params_millions:.3g} | "
+          + " | ".join(f"{100 * value:.2f}%" for value in columns.values()) + " |")
+    if report.sane:
+        print(f"sanity checks: all {len(report.sanity)} passed")
+    for line in report.warnings():
+        print(line)
+    print(f"details: {result.run_dir / 'results.md'}")
+
+
+def train_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path] = None) -> int:
+    """Parse flags and gin, train a genotype from scratch, evaluate it, print the robustness table.
+
+    Flags: those of :func:`build_parser` plus ``--genotype`` (a ``genotype.json``, a search's run
+    folder or a published name such as ``DARTS_V2``). Returns the exit status (0 on success, 2 on a
+    configuration or input error, 130 on Ctrl-C).
+    """
+    parser = build_parser("Train a searched genotype from scratch and evaluate its robustness (gin-configured).")
+    parser.add_argument(
+        "--genotype", default=None,
+        help="what to train: a genotype.json, a search's run folder (its genotype.json) or a name such as DARTS_V2",
+    )
+    args = parser.parse_args(argv)
+    search_dirs: List[Path] = [examples_dir] if examples_dir is not None else []
+    files: List[str] = list(args.gin_file)
+    if args.resume:
+        if args.run_dir is None:
+            return _fail("--resume needs --run_dir, the folder of the training run to continue")
+        saved = Path(args.run_dir) / "config.gin"
+        if not files:
+            if not saved.is_file():
+                return _fail(f"--resume: {saved} not found; pass the run's --gin_file again")
+            files = [str(saved)]
+    if not files:
+        return _fail("pass at least one --gin_file, e.g. --gin_file=train.gin, adv_train.gin or trades.gin")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{Path(files[0]).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    from rnasframe.training import Trainer
+
+    gin.clear_config()
+    try:
+        parse_gin(files, args.gin_param, search_dirs)
+        trainer = Trainer()
+        if args.genotype is not None:
+            trainer = trainer.with_genotype(args.genotype)
+    except ConfigError as error:
+        return _fail(str(error))
+    except (ValueError, TypeError) as error:
+        return _fail(" ".join(str(error).split()))
+    if trainer.genotype is None and not args.resume:
+        return _fail(
+            "no genotype to train: pass --genotype (a genotype.json, a search's run folder or a name such as "
+            "DARTS_V2) or bind Trainer.genotype"
+        )
+    try:
+        result = trainer.run(run_dir, resume=args.resume)
+    except (DataNotFoundError, CheckpointError, FileExistsError, ImportError) as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: --resume --run_dir {run_dir}", file=sys.stderr)
+        return 130
+    assert result is not None
+    _print_results(result)
+    return 0
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path] = None) -> int:
+    """Evaluate a training run's checkpoint again (clean, FGSM, PGD-20, ...) and rewrite its results files.
+
+    The run's saved ``config.gin`` is parsed first, then ``--gin_file`` and ``--gin_param`` (e.g.
+    an evaluation file changing ``RobustnessEvaluation``), then ``--attacks``. Returns the exit
+    status (0 on success, 2 on a configuration or input error).
+    """
+    parser = argparse.ArgumentParser(description="Evaluate the robustness of a trained network (a training run folder).")
+    parser.add_argument("--run_dir", required=True, help="the training run folder (holds checkpoint.pt and best.pt)")
+    parser.add_argument(
+        "--gin_file", action="append", default=[],
+        help="gin file applied after the run's config.gin (a path, or a bare name found in examples/); repeatable",
+    )
+    parser.add_argument("--gin_param", action="append", default=[], help="a gin binding applied last; repeatable")
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best",
+        help="best.pt (the epoch selected on held-out training images, default) or checkpoint.pt (the last epoch)",
+    )
+    parser.add_argument(
+        "--attacks", default=None,
+        help="comma-separated attacks replacing RobustnessEvaluation.attacks, e.g. fgsm,pgd20,autoattack",
+    )
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.gin"
+    if not run_dir.is_dir():
+        return _fail(f"--run_dir {run_dir} does not exist (expected a training run folder)")
+    if not saved.is_file():
+        return _fail(f"{saved} not found: --run_dir must be a training run folder written by train_cifar10.py")
+    bindings = list(args.gin_param)
+    if args.attacks is not None:
+        names = tuple(name.strip() for name in args.attacks.split(",") if name.strip())
+        bindings.append(f"RobustnessEvaluation.attacks = {names!r}")
+
+    from rnasframe.training import Trainer
+
+    gin.clear_config()
+    search_dirs: List[Path] = [examples_dir] if examples_dir is not None else []
+    try:
+        parse_gin([str(saved), *args.gin_file], bindings, search_dirs)
+        trainer = Trainer()
+    except ConfigError as error:
+        return _fail(str(error))
+    except (ValueError, TypeError) as error:
+        return _fail(" ".join(str(error).split()))
+    try:
+        result = trainer.evaluate_run(run_dir, checkpoint=args.checkpoint)
+    except (DataNotFoundError, CheckpointError, ImportError) as error:
+        return _fail(str(error))
+    _print_results(result)
     return 0

@@ -29,6 +29,8 @@ CONFIGURABLE_MODULES = (
     "rnasframe.bilevel",
     "rnasframe.data",
     "rnasframe.engine",
+    "rnasframe.robustness",
+    "rnasframe.training",
 )
 
 

@@ -16,7 +16,12 @@ from rnasframe.perturbations import PGDMaximizer, UniformSampler
 from rnasframe.similarity import KLSimilarity
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-METHOD_FILES = sorted(p.name for p in EXAMPLES.glob("*.gin") if p.name not in {"smoke.gin"})
+# Training and evaluation files (train*.gin, adv_*.gin, trades*.gin, eval*.gin) configure the Trainer,
+# not the SearchEngine; tests/test_training.py builds them.
+TRAINING_PREFIXES = ("train", "adv_", "trades", "eval")
+METHOD_FILES = sorted(
+    p.name for p in EXAMPLES.glob("*.gin") if p.name not in {"smoke.gin"} and not p.name.startswith(TRAINING_PREFIXES)
+)
 
 
 def _build(*files: str, bindings=()) -> SearchEngine:

@@ -39,16 +39,26 @@ def split_indices(n: int, train_portion: float, seed: int) -> Tuple[Tensor, Tens
 @gin.configurable
 @attrs.define(frozen=True)
 class Augmentation:
-    """DARTS' training augmentation, done on whole batches: random crop with zero padding, flip.
+    """DARTS' training augmentation, done on whole batches: random crop with zero padding, flip, cutout.
+
+    The steps run in DARTS' order: crop, flip, then cutout. Cutout (DeVries & Taylor, 2017, as in
+    DARTS' ``utils.Cutout``) zeroes one square of side ``cutout`` per image whose center is drawn
+    uniformly over the image's pixels; the square is clipped at the borders, so a center near an
+    edge zeroes a smaller rectangle. One difference from DARTS: DARTS cuts out *after*
+    normalization, so its patch has the mean colour; here pixels stay in [0, 1] (normalization is
+    the model's first layer) and the patch is black (0).
 
     Args:
         crop_padding: zero padding before the random crop back to the original size (CIFAR: 4;
             0 disables cropping).
         horizontal_flip: flip half of the images left-right (off for digits, where it changes meaning).
+        cutout: side of the cutout square in pixels (DARTS' evaluation on CIFAR-10: 16); 0 disables
+            it and then draws no random numbers, so batches are exactly those without the option.
     """
 
     crop_padding: int = attrs.field(default=4, validator=validation.non_negative_int)
     horizontal_flip: bool = True
+    cutout: int = attrs.field(default=0, validator=validation.non_negative_int)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return the augmented batch (random numbers from ``generator``, on the CPU)."""
@@ -66,7 +76,25 @@ class Augmentation:
         if self.horizontal_flip:
             flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        if self.cutout > 0:
+            x = x * _cutout_keep_mask(n, h, w, self.cutout, generator).to(device=x.device, dtype=x.dtype)
         return x
+
+
+def _cutout_keep_mask(n: int, h: int, w: int, length: int, generator: torch.Generator) -> Tensor:
+    """A ``(n, 1, h, w)`` mask of ones with one zeroed square (side ``length``, clipped) per image."""
+    cy = torch.randint(0, h, (n,), generator=generator)
+    cx = torch.randint(0, w, (n,), generator=generator)
+    half = length // 2
+    y1, y2 = (cy - half).clamp(0, h), (cy + half).clamp(0, h)
+    x1, x2 = (cx - half).clamp(0, w), (cx + half).clamp(0, w)
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    inside = (
+        (rows >= y1.view(n, 1, 1)) & (rows < y2.view(n, 1, 1))
+        & (cols >= x1.view(n, 1, 1)) & (cols < x2.view(n, 1, 1))
+    )
+    return (~inside).unsqueeze(1).float()
 
 
 class BatchLoader:

@@ -1,0 +1,46 @@
+"""Robustness evaluation: attacks (FGSM, PGD-K, optional AutoAttack), sanity checks and results files.
+
+Typical use::
+
+    from rnasframe.robustness import RobustnessEvaluation
+
+    report = RobustnessEvaluation(epsilon=0.031, attacks=("fgsm", "pgd20")).evaluate(model, test_images)
+    print(report.clean, report.attacks, report.sane)
+"""
+
+from rnasframe.robustness.attacks import (
+    ATTACK_NAMES,
+    Attack,
+    AutoAttackStandard,
+    FGSMAttack,
+    PGDAttack,
+    attack_from_name,
+    boolean,
+    cross_entropy_objective,
+    model_mode,
+)
+from rnasframe.robustness.evaluator import RobustnessEvaluation, RobustnessReport, attack_accuracy, seeded_randomness
+from rnasframe.robustness.report import attack_label, count_parameters_millions, results_markdown, write_results
+from rnasframe.robustness.sanity import SanityCheck, check_robustness
+
+__all__ = [
+    "ATTACK_NAMES",
+    "Attack",
+    "AutoAttackStandard",
+    "FGSMAttack",
+    "PGDAttack",
+    "RobustnessEvaluation",
+    "RobustnessReport",
+    "SanityCheck",
+    "attack_accuracy",
+    "attack_from_name",
+    "attack_label",
+    "boolean",
+    "check_robustness",
+    "count_parameters_millions",
+    "cross_entropy_objective",
+    "model_mode",
+    "results_markdown",
+    "seeded_randomness",
+    "write_results",
+]

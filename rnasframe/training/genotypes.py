@@ -1,0 +1,86 @@
+"""Where the genotype to train comes from: a genotype.json, a run folder, a published name, a dict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Tuple
+
+from rnasframe.interfaces.search_space import SearchSpace
+
+__all__ = ["resolve_genotype"]
+
+
+def _published(space: SearchSpace, name: str) -> Tuple[Any, str]:
+    from rnasframe.spaces.darts import DartsSpace, genotypes
+
+    if not isinstance(space, DartsSpace):
+        raise ValueError(
+            f"genotype {name!r} is neither a genotype.json file nor a run folder, and "
+            f"{type(space).__name__} has no published genotypes"
+        )
+    try:
+        return genotypes.by_name(name), name
+    except ValueError as error:
+        raise ValueError(
+            f"genotype {name!r} is not a genotype.json file, a run folder holding one, nor a published "
+            f"name ({error})"
+        ) from None
+
+
+def _from_file(space: SearchSpace, path: Path) -> Any:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"genotype file {path} is not readable JSON: {error}") from None
+    try:
+        return space.genotype_from_dict(data)
+    except ValueError as error:
+        raise ValueError(f"genotype file {path}: {error}") from None
+
+
+def resolve_genotype(spec: Any, space: SearchSpace) -> Tuple[Any, str]:
+    """Turn a genotype specification into a validated genotype and a short name for reports.
+
+    Args:
+        spec: one of
+
+            * a path to a ``genotype.json`` file (DARTS' ``Genotype`` fields, as a search writes);
+            * a run folder of a search (its ``genotype.json`` is read);
+            * a published name such as ``"DARTS_V2"`` (:func:`rnasframe.spaces.darts.genotypes.by_name`);
+            * a mapping in the space's dict form (e.g. bound with gin);
+            * a genotype object of the space.
+        space: the search space that validates the genotype and builds its network.
+
+    Returns:
+        ``(genotype, name)``: ``name`` is the run folder's or file's folder name, the published name,
+        or ``"genotype"``.
+
+    Raises:
+        ValueError: the path does not exist and is no published name (the valid names are listed),
+            a run folder without ``genotype.json``, unreadable JSON, or an invalid genotype
+            (unknown operation, input index out of range, ...).
+    """
+    if spec is None:
+        raise ValueError(
+            "no genotype to train: pass --genotype (a genotype.json, a search's run folder or a name "
+            "such as DARTS_V2) or bind Trainer.genotype"
+        )
+    if isinstance(spec, Mapping):
+        return space.genotype_from_dict(spec), "genotype"
+    if isinstance(spec, (str, Path)):
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            candidate = path / "genotype.json"
+            if not candidate.is_file():
+                raise ValueError(
+                    f"run folder {path} holds no genotype.json; a search writes it after its first epoch"
+                )
+            return _from_file(space, candidate), path.resolve().name
+        if path.is_file():
+            return _from_file(space, path), path.resolve().parent.name
+        if any(sep in str(spec) for sep in ("/", "\\")) or str(spec).endswith(".json"):
+            raise ValueError(f"genotype path {spec} does not exist (expected a genotype.json file or a run folder)")
+        return _published(space, str(spec))
+    genotype_dict = space.genotype_to_dict(spec)  # validates
+    return space.genotype_from_dict(genotype_dict), "genotype"
