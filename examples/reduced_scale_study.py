@@ -15,7 +15,7 @@ seeds, the time per phase and the exact command. Every run keeps its own run fol
 
 Examples::
 
-    python examples/reduced_scale_study.py                    # 3 seeds (long: roughly 1-2 hours on 2 cores)
+    python examples/reduced_scale_study.py                    # 3 seeds (long: about 1 hour on 2 cores; run methods in parallel processes to halve it)
     python examples/reduced_scale_study.py --seeds 5 --work_dir runs/study5
     python examples/reduced_scale_study.py --quick            # 1 seed, tiny epochs (a smoke test)
 
@@ -52,7 +52,7 @@ COLUMNS = ("clean", "fgsm", "pgd20")
 SEARCH_BINDINGS = [
     "SearchEngine.data = @DigitsSource()",
     "SearchEngine.device = 'cpu'",
-    "SearchEngine.epochs = 8",
+    "SearchEngine.epochs = 6",
     "SearchEngine.warmup_epochs = 2",
     "SearchEngine.batch_size = 64",
     "Augmentation.crop_padding = 1",
@@ -66,7 +66,7 @@ MAX_BINDINGS = ["PGDMaximizer.steps = 3", "PGDMaximizer.step_size = 0.015"]
 TRAIN_BINDINGS = [
     "Trainer.data = @DigitsSource()",
     "Trainer.device = 'cpu'",
-    "Trainer.epochs = 10",
+    "Trainer.epochs = 8",
     "Trainer.batch_size = 64",
     "Trainer.channels = 8",
     "Trainer.layers = 5",

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import gin
 
@@ -18,6 +19,8 @@ from rnasframe.data.sources import DataNotFoundError
 
 if TYPE_CHECKING:
     from rnasframe.training import TrainResult
+
+T = TypeVar("T")
 
 __all__ = ["build_parser", "search_main", "train_main", "evaluate_main"]
 
@@ -47,44 +50,83 @@ def _fail(message: str) -> int:
     return 2
 
 
-def search_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path] = None) -> int:
-    """Parse flags and gin, build the :class:`~rnasframe.engine.SearchEngine`, search, print the genotype.
+class _Exit(Exception):
+    """Carries an exit status out of the shared helpers below."""
 
-    Returns the process exit status (0 on success, 2 on a configuration or input error).
-    """
-    parser = build_parser("Robust neural architecture search (RNAS) with gin-configured parts.")
-    args = parser.parse_args(argv)
-    search_dirs: List[Path] = [examples_dir] if examples_dir is not None else []
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _files_and_run_dir(args: argparse.Namespace, what: str, examples: str) -> Tuple[List[str], Path]:
+    """The gin files (the run's saved ``config.gin`` on ``--resume`` without files) and the run folder."""
     files: List[str] = list(args.gin_file)
     if args.resume:
         if args.run_dir is None:
-            return _fail("--resume needs --run_dir, the folder of the search to continue")
+            raise _Exit(_fail(f"--resume needs --run_dir, the folder of the {what} to continue"))
         saved = Path(args.run_dir) / "config.gin"
         if not files:
             if not saved.is_file():
-                return _fail(f"--resume: {saved} not found; pass the run's --gin_file again")
+                raise _Exit(_fail(f"--resume: {saved} not found; pass the run's --gin_file again"))
             files = [str(saved)]
     if not files:
-        return _fail("pass at least one --gin_file, e.g. --gin_file=max.gin (RNAS-max), uniform.gin or darts.gin")
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{Path(files[0]).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        raise _Exit(_fail(f"pass at least one --gin_file, e.g. {examples}"))
+    if args.run_dir:
+        return files, Path(args.run_dir)
+    return files, Path("runs") / f"{Path(files[0]).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _configure(files: Sequence[str], bindings: Sequence[str], examples_dir: Optional[Path], build: Callable[[], T]) -> T:
+    """Parse gin strictly and build the configured object; configuration errors exit with one line."""
+    gin.clear_config()
+    try:
+        parse_gin(files, bindings, [examples_dir] if examples_dir is not None else [])
+        return build()
+    except ConfigError as error:
+        raise _Exit(_fail(str(error))) from None
+    except (ValueError, TypeError) as error:
+        raise _Exit(_fail(" ".join(str(error).split()))) from None
+
+
+def _guarded(run: Callable[[], T], run_dir: Path, resumable: bool = True) -> T:
+    """Run ``run``; input errors exit with one line, Ctrl-C with 130 and the resume command."""
+    try:
+        return run()
+    except (DataNotFoundError, CheckpointError, FileExistsError, ImportError) as error:
+        raise _Exit(_fail(str(error))) from None
+    except KeyboardInterrupt:
+        if resumable:
+            print(f"\ninterrupted; resume with: --resume --run_dir {run_dir}", file=sys.stderr)
+        raise _Exit(130) from None
+
+
+def _exit_status(main: Callable[..., int]) -> Callable[..., int]:
+    """Turn an :class:`_Exit` raised inside ``main`` into its return value."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except _Exit as stop:
+            return stop.status
+
+    return wrapper
+
+
+@_exit_status
+def search_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path] = None) -> int:
+    """Parse flags and gin, build the :class:`~rnasframe.engine.SearchEngine`, search, print the genotype.
+
+    Returns the process exit status (0 on success, 2 on a configuration or input error, 130 on Ctrl-C).
+    """
+    parser = build_parser("Robust neural architecture search (RNAS) with gin-configured parts.")
+    args = parser.parse_args(argv)
+    files, run_dir = _files_and_run_dir(args, "search", "--gin_file=max.gin (RNAS-max), uniform.gin or darts.gin")
 
     from rnasframe.engine import SearchEngine
 
-    gin.clear_config()
-    try:
-        parse_gin(files, args.gin_param, search_dirs)
-        engine = SearchEngine()
-    except ConfigError as error:
-        return _fail(str(error))
-    except (ValueError, TypeError) as error:
-        return _fail(" ".join(str(error).split()))
-    try:
-        result = engine.run(run_dir, resume=args.resume)
-    except (DataNotFoundError, CheckpointError, FileExistsError, ImportError) as error:
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with: --resume --run_dir {run_dir}", file=sys.stderr)
-        return 130
+    engine = _configure(files, args.gin_param, examples_dir, SearchEngine)
+    result = _guarded(lambda: engine.run(run_dir, resume=args.resume), run_dir)
     assert result is not None
     if os.environ.get("RANK", "0") != "0":  # data-parallel runs: rank 0 reports
         return 0
@@ -113,6 +155,7 @@ def _print_results(result: "TrainResult") -> None:
     print(f"details: {result.run_dir / 'results.md'}")
 
 
+@_exit_status
 def train_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path] = None) -> int:
     """Parse flags and gin, train a genotype from scratch, evaluate it, print the robustness table.
 
@@ -126,49 +169,27 @@ def train_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path
         help="what to train: a genotype.json, a search's run folder (its genotype.json) or a name such as DARTS_V2",
     )
     args = parser.parse_args(argv)
-    search_dirs: List[Path] = [examples_dir] if examples_dir is not None else []
-    files: List[str] = list(args.gin_file)
-    if args.resume:
-        if args.run_dir is None:
-            return _fail("--resume needs --run_dir, the folder of the training run to continue")
-        saved = Path(args.run_dir) / "config.gin"
-        if not files:
-            if not saved.is_file():
-                return _fail(f"--resume: {saved} not found; pass the run's --gin_file again")
-            files = [str(saved)]
-    if not files:
-        return _fail("pass at least one --gin_file, e.g. --gin_file=train.gin, adv_train.gin or trades.gin")
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{Path(files[0]).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    files, run_dir = _files_and_run_dir(args, "training run", "--gin_file=train.gin, adv_train.gin or trades.gin")
 
     from rnasframe.training import Trainer
 
-    gin.clear_config()
-    try:
-        parse_gin(files, args.gin_param, search_dirs)
+    def build() -> "Trainer":
         trainer = Trainer()
-        if args.genotype is not None:
-            trainer = trainer.with_genotype(args.genotype)
-    except ConfigError as error:
-        return _fail(str(error))
-    except (ValueError, TypeError) as error:
-        return _fail(" ".join(str(error).split()))
+        return trainer.with_genotype(args.genotype) if args.genotype is not None else trainer
+
+    trainer = _configure(files, args.gin_param, examples_dir, build)
     if trainer.genotype is None and not args.resume:
         return _fail(
             "no genotype to train: pass --genotype (a genotype.json, a search's run folder or a name such as "
             "DARTS_V2) or bind Trainer.genotype"
         )
-    try:
-        result = trainer.run(run_dir, resume=args.resume)
-    except (DataNotFoundError, CheckpointError, FileExistsError, ImportError) as error:
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with: --resume --run_dir {run_dir}", file=sys.stderr)
-        return 130
+    result = _guarded(lambda: trainer.run(run_dir, resume=args.resume), run_dir)
     assert result is not None
     _print_results(result)
     return 0
 
 
+@_exit_status
 def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path] = None) -> int:
     """Evaluate a training run's checkpoint again (clean, FGSM, PGD-20, ...) and rewrite its results files.
 
@@ -205,18 +226,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[P
 
     from rnasframe.training import Trainer
 
-    gin.clear_config()
-    search_dirs: List[Path] = [examples_dir] if examples_dir is not None else []
-    try:
-        parse_gin([str(saved), *args.gin_file], bindings, search_dirs)
-        trainer = Trainer()
-    except ConfigError as error:
-        return _fail(str(error))
-    except (ValueError, TypeError) as error:
-        return _fail(" ".join(str(error).split()))
-    try:
-        result = trainer.evaluate_run(run_dir, checkpoint=args.checkpoint)
-    except (DataNotFoundError, CheckpointError, ImportError) as error:
-        return _fail(str(error))
+    trainer = _configure([str(saved), *args.gin_file], bindings, examples_dir, Trainer)
+    result = _guarded(lambda: trainer.evaluate_run(run_dir, checkpoint=args.checkpoint), run_dir, resumable=False)
     _print_results(result)
     return 0
