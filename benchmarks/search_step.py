@@ -1,86 +1,215 @@
 """Median seconds per search step (alpha-step + w-step) for DARTS, RNAS-uniform and RNAS-max.
 
 Each method runs in its own subprocess so that its peak memory is its own (peak resident set size
-on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA). Same supernet, same batch, same maths as
-the search; data are random pixels (speed does not depend on them).
+above the resident size just before the first step, on the CPU; ``torch.cuda.max_memory_allocated``
+on CUDA). Same supernet, same batch, same maths as the search; data are random pixels (speed does
+not depend on them). ``--options`` picks the supernet implementation (see
+``rnasframe.spaces.darts.SupernetOptions``); ``benchmarks/suite.py`` runs the whole comparison.
 
     python benchmarks/search_step.py                          # paper settings: C=16, 8 cells, batch 64
     python benchmarks/search_step.py --channels 8 --layers 5  # a smaller supernet, faster on a CPU
+    python benchmarks/search_step.py --options plain          # DARTS' straightforward implementation
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 METHODS = ("darts", "uniform", "max")
+OPTION_SETS = ("fast", "plain")
 
 
-def _objective(method: str, pgd_steps: int):
+def supernet_options(name: str) -> Any:
+    """``SupernetOptions`` by name: ``fast`` (the default switches) or ``plain`` (all off)."""
+    from rnasframe.spaces.darts.supernet import SupernetOptions
+
+    if name == "fast":
+        return SupernetOptions()
+    if name == "plain":
+        return SupernetOptions.plain()
+    raise ValueError(f"unknown option set {name!r}; allowed: {', '.join(OPTION_SETS)}")
+
+
+def objective_for(method: str, pgd_steps: int) -> Any:
+    """The search objective of ``method``: plain DARTS, RNAS-uniform or RNAS-max (K PGD steps)."""
     from rnasframe import PerturbationConsistency, RobustObjective
     from rnasframe.perturbations import LinfBall, PGDMaximizer, UniformSampler
 
     if method == "darts":
         return RobustObjective()
-    perturbation = (
-        UniformSampler(LinfBall(0.031)) if method == "uniform" else PGDMaximizer(LinfBall(0.031), steps=pgd_steps, step_size=0.003)
-    )
+    if method == "uniform":
+        perturbation: Any = UniformSampler(LinfBall(0.031))
+    elif method == "max":
+        perturbation = PGDMaximizer(LinfBall(0.031), steps=pgd_steps, step_size=0.003)
+    else:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     return RobustObjective([PerturbationConsistency(perturbation, weight=1.0)])
 
 
-def measure(method: str, args: argparse.Namespace) -> Dict[str, float]:
-    """Time ``args.repeats`` search steps of ``method`` after ``args.warmup`` untimed ones."""
-    from rnasframe import FirstOrderDarts, SecondOrderDarts
-    from rnasframe.interfaces import InputSpec
-    from rnasframe.spaces.darts import DartsSpace
+class SearchRun:
+    """One supernet, its bi-level optimizer and the objective of one method, ready to step.
 
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    supernet = DartsSpace(channels=args.channels, layers=args.layers).supernet(10, InputSpec((3, args.size, args.size))).to(device)
-    optimizer = SecondOrderDarts() if args.second_order else FirstOrderDarts()
-    optimizer.setup(supernet, epochs=50)
-    objective = _objective(method, args.pgd_steps)
-    batch = lambda: (torch.rand(args.batch, 3, args.size, args.size, device=device), torch.randint(0, 10, (args.batch,), device=device))
+    Args:
+        method: ``darts``, ``uniform`` or ``max``.
+        options: ``fast`` or ``plain`` (the supernet implementation).
+        args: the benchmark settings (channels, layers, size, batch, pgd_steps, second_order, device).
+        seed: the initialization seed (the same for every run, so runs are comparable).
+    """
+
+    def __init__(self, method: str, options: str, args: argparse.Namespace, seed: int = 0) -> None:
+        from rnasframe import FirstOrderDarts, SecondOrderDarts
+        from rnasframe.interfaces import InputSpec
+        from rnasframe.spaces.darts import DartsSpace
+
+        self.method, self.options, self.args = method, options, args
+        self.device = torch.device(args.device)
+        torch.manual_seed(seed)
+        space = DartsSpace(channels=args.channels, layers=args.layers, options=supernet_options(options))
+        self.supernet = space.supernet(10, InputSpec((3, args.size, args.size))).to(self.device)
+        self.optimizer = SecondOrderDarts() if args.second_order else FirstOrderDarts()
+        self.optimizer.setup(self.supernet, epochs=50)
+        self.objective = objective_for(method, args.pgd_steps)
+
+    def batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A random batch of pixels in [0, 1] and labels."""
+        a = self.args
+        x = torch.rand(a.batch, 3, a.size, a.size, device=self.device)
+        return x, torch.randint(0, 10, (a.batch,), device=self.device)
+
+    def step(self) -> float:
+        """Run one search step (alpha-step, then w-step) and return its seconds."""
+        train, valid = self.batch(), self.batch()
+        return timed(lambda: self.optimizer.step(self.supernet, self.objective, train, valid, update_arch=True), self.device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds that ``fn()`` takes: CUDA events on a GPU, ``time.perf_counter`` on the CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1e3
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def current_rss_mib() -> float:
+    """The resident set size of this process now (Linux ``/proc/self/statm``), MiB."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # not Linux: no baseline
+        return 0.0
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak resident size at the current one (Linux >= 4.0: ``/proc/self/clear_refs``).
+
+    Without it the peak would include transient memory from importing torch and building the
+    model; where it is not available the peak is measured since the process started.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float:
+    """The peak resident set size of this process, MiB (``VmHWM``; else ``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(method: str, args: argparse.Namespace, options: Optional[str] = None) -> Dict[str, float]:
+    """Time ``args.repeats`` steps of ``method`` after ``args.warmup`` untimed ones; peak memory.
+
+    ``peak_mib`` is the peak memory of the steps: on CUDA the peak allocated bytes, on the CPU the
+    peak resident size during the steps minus the resident size after building the run and before
+    the first step (so the interpreter, torch and the model itself are not counted; optimizer
+    state is).
+    """
+    torch.set_num_threads(args.threads)
+    run = SearchRun(method, options or args.options, args)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    reset_peak_rss()
+    baseline = current_rss_mib()
     times: List[float] = []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     for index in range(args.warmup + args.repeats):
-        train, valid = batch(), batch()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        optimizer.step(supernet, objective, train, valid, update_arch=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        seconds = run.step()
         if index >= args.warmup:
-            times.append(time.perf_counter() - started)
-    if device.type == "cuda":
-        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
+            times.append(seconds)
+    if run.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(run.device) / 2**20
+        total = peak
     else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"median_s": statistics.median(times), "min_s": min(times), "peak_mib": peak_mib, "repeats": len(times)}
+        total = peak_rss_mib()
+        peak = total - baseline
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "peak_mib": peak,
+        "peak_rss_mib": total,
+        "repeats": len(times),
+    }
+
+
+def interleaved(runs: Sequence[SearchRun], repeats: int, warmup: int) -> Dict[str, List[float]]:
+    """Step every run in turn (A, B, C, A, B, C, ...) and return each run's step times.
+
+    Interleaving puts every run under the same machine load, so their ratios are meaningful on a
+    shared machine. Keys are ``"<method>/<options>"``.
+    """
+    times: Dict[str, List[float]] = {f"{r.method}/{r.options}": [] for r in runs}
+    for index in range(warmup + repeats):
+        for run in runs:
+            seconds = run.step()
+            if index >= warmup:
+                times[f"{run.method}/{run.options}"].append(seconds)
+    return times
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings shared with ``benchmarks/suite.py``."""
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--size", type=int, default=32, help="image height and width")
+    parser.add_argument("--pgd-steps", type=int, default=10, help="K, the PGD steps of RNAS-max")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch.set_num_threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--size", type=int, default=32, help="image height and width")
+    add_arguments(parser)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--pgd-steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--second-order", action="store_true")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--options", default="fast", choices=OPTION_SETS, help="supernet implementation")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: one method, JSON out
     args = parser.parse_args()
     if args.only:
@@ -93,9 +222,9 @@ def main() -> None:
         results[method] = json.loads(output.strip().splitlines()[-1])
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name()
     print(
-        f"search step (alpha + w), {'second' if args.second_order else 'first'}-order, C={args.channels}, "
-        f"{args.layers} cells, {args.size}x{args.size}, batch {args.batch}, K={args.pgd_steps}, "
-        f"{args.repeats} timed steps, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"search step (alpha + w), {'second' if args.second_order else 'first'}-order, {args.options} supernet, "
+        f"C={args.channels}, {args.layers} cells, {args.size}x{args.size}, batch {args.batch}, K={args.pgd_steps}, "
+        f"{args.repeats} timed steps, device {device}, torch {torch.__version__}, {args.threads} threads"
     )
     print(f"{'method':<10}{'median s/step':>15}{'min s/step':>12}{'peak MiB':>10}{'ratio':>8}")
     base = results.get("darts", {}).get("median_s")

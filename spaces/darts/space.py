@@ -20,7 +20,7 @@ from rnasframe.spaces.darts.genotypes import (
     validate_genotype,
 )
 from rnasframe.spaces.darts.network import DartsNetwork
-from rnasframe.spaces.darts.supernet import DartsSupernet
+from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
 from rnasframe.validation import positive_int
 
 __all__ = ["DartsSpace"]
@@ -60,6 +60,10 @@ class DartsSpace(SearchSpace):
             (``<= steps``); derived genotypes concatenate the same nodes.
         stem_multiplier: the stems of the supernet and of the stand-alone network output
             ``stem_multiplier * C`` channels.
+        options: how the supernet computes its forward pass (default: the fast path, exactly
+            equivalent to the plain one; ``SupernetOptions.plain()`` is DARTS' straightforward
+            implementation). Parameters and ``state_dict`` keys do not depend on it. In gin:
+            ``SupernetOptions.channels_last = False``, or ``DartsSpace.options = @SupernetOptions()``.
     """
 
     channels: int = attrs.field(default=16, validator=positive_int)
@@ -67,6 +71,9 @@ class DartsSpace(SearchSpace):
     steps: int = attrs.field(default=4, validator=positive_int)
     multiplier: int = attrs.field(default=4, validator=_multiplier_at_most_steps)
     stem_multiplier: int = attrs.field(default=3, validator=positive_int)
+    options: SupernetOptions = attrs.field(
+        factory=SupernetOptions, validator=attrs.validators.instance_of(SupernetOptions)
+    )
 
     def supernet(
         self, num_classes: int = 10, input_spec: Optional[InputSpec] = None
@@ -89,6 +96,7 @@ class DartsSpace(SearchSpace):
             multiplier=self.multiplier,
             stem_multiplier=self.stem_multiplier,
             input_spec=input_spec,
+            options=self.options,
         )
 
     def network(

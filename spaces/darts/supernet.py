@@ -1,21 +1,339 @@
-"""The DARTS supernet: every edge is a softmax(alpha)-weighted mixture of all primitives."""
+"""The DARTS supernet: every edge is a softmax(alpha)-weighted mixture of all primitives.
+
+Two implementations of the same function live here, chosen by :class:`SupernetOptions`:
+
+* the *plain* path, DARTS' own formulation: every operation is a module called on the edge input,
+  and the edge output is ``sum_k w_k * op_k(x)``;
+* the *fast* path (the default), which computes exactly the same outputs and gradients with fewer
+  and cheaper kernels:
+
+  - ``channels_last``: the cells run on NHWC tensors. On CPU, oneDNN's depthwise and pointwise
+    convolutions and the pooling kernels are several times faster in this layout (DESIGN.md §9);
+    the convolution weights are not touched, so the parameters and ``state_dict`` are unchanged.
+  - ``fused_edges``: (1) ``ReLU`` of a state is computed once and shared by every ``sep_conv``,
+    ``dil_conv`` and factorized-reduce ``skip_connect`` that reads the state (up to 4 operations on
+    each of up to 4 edges); (2) the mixing weight ``w_k`` of every operation that ends in a
+    non-affine BatchNorm (pooling, convolutions, factorized reduce) is passed to that BatchNorm as
+    its scale, ``w_k * BN(z) = batch_norm(z, weight=w_k)``, so the product, its backward and the
+    reduction that gives ``dL/dw_k`` cost nothing extra; (3) the terms of a node are accumulated in
+    place into one buffer instead of allocating a new tensor per addition.
+  - ``depthwise`` (with ``fused_edges``): oneDNN's depthwise kernels are fast only for kernels at
+    most 3 wide and undilated; 5x5 weight gradients are assembled from 5x3 tiles and dilated
+    convolutions run undilated on the polyphase components of their input
+    (:mod:`~rnasframe.spaces.darts.fastops`).
+
+``none`` is skipped on both paths (its weight still takes part in the softmax). The fast path
+rounds differently (sums in another order, ``BN(z) * w`` computed as one product), so results agree
+to float tolerance, not bit for bit; ``tests/test_darts_fast.py`` checks every switch in float64.
+
+Both paths use the same modules, so the parameters, buffers and ``state_dict`` keys are identical:
+a checkpoint written with one path loads into the other, and a supernet can switch paths at any
+time by assigning :attr:`DartsSupernet.options`.
+"""
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import attrs
+import gin
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnasframe.interfaces.search_space import InputSpec, Supernet
 from rnasframe.modules import Normalize
+from rnasframe.spaces.darts import fastops
 from rnasframe.spaces.darts.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
-from rnasframe.spaces.darts.operations import FactorizedReduce, ReLUConvBN, make_op
+from rnasframe.spaces.darts.operations import (
+    DilConv,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    SepConv,
+    make_op,
+)
 
-__all__ = ["MixedOp", "SearchCell", "DartsSupernet"]
+__all__ = ["SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "weighted_batch_norm"]
 
 _NONE_INDEX = PRIMITIVES.index("none")
+
+
+def _is_bool(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{type(instance).__name__}.{attribute.name} must be True or False, got {value!r} "
+            f"of type {type(value).__name__}"
+        )
+
+
+@gin.configurable
+@attrs.define(frozen=True)
+class SupernetOptions:
+    """Switches for the supernet's fast paths. Every switch keeps the maths of the plain path.
+
+    The default is the fastest exact combination measured on CPU (``docs/performance.md``);
+    :meth:`plain` turns every switch off (DARTS' straightforward implementation).
+
+    Args:
+        fused_edges: shared ReLUs, mixing weights folded into the operations' last BatchNorm, and
+            in-place accumulation of each node (see the module docstring).
+        channels_last: run the cells on NHWC (``torch.channels_last``) tensors.
+        depthwise: (needs ``fused_edges``) compute the depthwise convolutions with the exact
+            reformulations of :mod:`~rnasframe.spaces.darts.fastops`: 5x5 weight gradients from
+            5x3 tiles, dilated convolutions as undilated ones on polyphase components. Their
+            backward passes do not support double differentiation (``create_graph=True``).
+        compile: wrap the forward pass in :func:`torch.compile` (optional, off by default; needs
+            a working inductor tool chain: a C++ compiler on CPU, Triton on CUDA; a failing
+            compilation raises :class:`RuntimeError` naming this switch). It recompiles when the
+            parameters' ``requires_grad`` flags or the train/eval mode change. On the 2-core CPU of
+            ``docs/performance.md`` compiling even a 3-cell supernet took 11 minutes and ran about
+            10 % slower than the eager fast path, so measure before using it.
+        bf16_autocast: run the forward pass under ``torch.autocast("cuda", torch.bfloat16)``
+            (CUDA only; a CPU input raises :class:`RuntimeError`). This one changes the numerics
+            (bfloat16 convolutions) and is therefore off by default; the logits are returned in
+            float32.
+    """
+
+    fused_edges: bool = attrs.field(default=True, validator=_is_bool)
+    channels_last: bool = attrs.field(default=True, validator=_is_bool)
+    depthwise: bool = attrs.field(default=True, validator=_is_bool)
+    compile: bool = attrs.field(default=False, validator=_is_bool)
+    bf16_autocast: bool = attrs.field(default=False, validator=_is_bool)
+
+    def __attrs_post_init__(self) -> None:
+        if self.depthwise and not self.fused_edges:
+            raise ValueError(
+                "SupernetOptions.depthwise=True needs fused_edges=True (the reformulated depthwise "
+                "convolutions are part of the fused edge implementation); got fused_edges=False"
+            )
+
+    @classmethod
+    def plain(cls) -> "SupernetOptions":
+        """Every switch off: DARTS' straightforward implementation."""
+        return cls(
+            fused_edges=False, channels_last=False, depthwise=False, compile=False, bf16_autocast=False
+        )
+
+
+def weighted_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, scale: Tensor) -> Tensor:
+    """Return ``scale * bn(x)`` as a single BatchNorm call whose per-channel weight is ``scale``.
+
+    Running statistics, ``num_batches_tracked``, ``track_running_stats`` and train/eval mode are
+    handled exactly as :meth:`torch.nn.BatchNorm2d.forward` handles them (the scale never changes
+    the statistics). An affine ``bn`` gets weight ``scale * bn.weight`` and bias
+    ``scale * bn.bias``.
+
+    Args:
+        bn: the BatchNorm module whose buffers (and affine parameters, if any) are used.
+        x: its input.
+        scale: a scalar tensor (a mixing weight ``w_k``); gradients flow into it.
+    """
+    if bn.momentum is None:
+        factor = 0.0
+    else:
+        factor = bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    if bn.training:
+        use_batch_stats = True
+    else:
+        use_batch_stats = bn.running_mean is None and bn.running_var is None
+    keep_stats = not bn.training or bn.track_running_stats
+    channels = x.shape[1]
+    if bn.weight is None:
+        # A real copy, not an expanded view: torch 2.14's CPU batch-norm backward reads a stride-0
+        # weight as if it were contiguous when the tensors are channels-last (wrong input
+        # gradients, found by tests/test_darts_fast.py).
+        weight = scale.expand(channels).contiguous()
+    else:
+        weight = bn.weight * scale
+    bias = None if bn.bias is None else bn.bias * scale
+    return F.batch_norm(
+        x,
+        bn.running_mean if keep_stats else None,
+        bn.running_var if keep_stats else None,
+        weight,
+        bias,
+        use_batch_stats,
+        factor,
+        bn.eps,
+    )
+
+
+# How the fused path computes each operation of an edge.
+_SKIP = "skip"  # `none`: zero, contributes nothing
+_POOL = "pool"  # Sequential(pool, BatchNorm): the weight goes into the BatchNorm
+_IDENTITY = "identity"  # stride-1 skip_connect: w * x
+_REDUCE = "reduce"  # stride-2 skip_connect (FactorizedReduce) on the shared ReLU
+_SEP = "sep"  # SepConv on the shared ReLU
+_DIL = "dil"  # DilConv on the shared ReLU
+_GENERIC = "generic"  # anything else: w * op(x)
+
+
+def _kind_of(index: int, op: nn.Module) -> str:
+    if index == _NONE_INDEX:
+        return _SKIP
+    if isinstance(op, Identity):
+        return _IDENTITY
+    if isinstance(op, FactorizedReduce):
+        return _REDUCE
+    if isinstance(op, SepConv) and len(op) == 2 and all(_is_dil_conv(block) for block in op):
+        return _SEP
+    if _is_dil_conv(op):
+        return _DIL
+    if (
+        isinstance(op, nn.Sequential)
+        and len(op) == 2
+        and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))
+        and isinstance(op[1], nn.BatchNorm2d)
+    ):
+        return _POOL
+    return _GENERIC
+
+
+def _is_dil_conv(op: nn.Module) -> bool:
+    return (
+        isinstance(op, DilConv)
+        and len(op) == 4
+        and isinstance(op[0], nn.ReLU)
+        and isinstance(op[3], nn.BatchNorm2d)
+    )
+
+
+class EdgeInput:
+    """A state read by several edges, with the derived tensors they share (computed on demand).
+
+    Every ``sep_conv``, ``dil_conv`` and factorized-reduce ``skip_connect`` starts with
+    ``relu(x)``; the fast path computes it once per state. With ``depthwise=True`` the dilated
+    convolutions also share the polyphase arrangement of ``relu(x)`` (stride 1) or its even phase
+    (stride 2), see :mod:`rnasframe.spaces.darts.fastops`.
+
+    Args:
+        x: the state.
+    """
+
+    __slots__ = ("x", "_relu", "_phases", "_even")
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+        self._relu: Optional[Tensor] = None
+        self._phases: Optional[Tensor] = None
+        self._even: Optional[Tensor] = None
+
+    def relu(self) -> Tensor:
+        """``relu(x)``."""
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    def phases(self) -> Tensor:
+        """``to_phases(relu(x))``."""
+        if self._phases is None:
+            self._phases = fastops.to_phases(self.relu())
+        return self._phases
+
+    def even(self) -> Tensor:
+        """``relu(x)[:, :, ::2, ::2]``, channels-last."""
+        if self._even is None:
+            self._even = fastops.even_phase(self.relu())
+        return self._even
+
+
+def _reduce_body(op: FactorizedReduce, relu_x: Tensor) -> Tensor:
+    """:class:`FactorizedReduce` without its ReLU and BatchNorm, on an already rectified input."""
+    shifted = relu_x[:, :, 1:, 1:]
+    if relu_x.shape[-2] % 2 or relu_x.shape[-1] % 2:
+        # Odd sizes sample the padding; even sizes never do, so the copy is skipped.
+        shifted = F.pad(shifted, (0, 1, 0, 1))
+    return torch.cat([op.conv_1(relu_x), op.conv_2(shifted)], dim=1)
+
+
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    k_h, k_w = conv.kernel_size
+    return (
+        conv.groups == conv.in_channels == conv.out_channels
+        and conv.bias is None
+        and k_h == k_w
+        and k_h % 2 == 1
+        and conv.stride[0] == conv.stride[1]
+        and conv.padding == (conv.dilation[0] * (k_h // 2),) * 2
+        and conv.dilation[0] == conv.dilation[1]
+        and conv.padding_mode == "zeros"
+    )
+
+
+def _depthwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
+    if fast and conv.dilation == (1, 1) and _is_depthwise(conv):
+        return fastops.depthwise_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])
+    return conv(x)
+
+
+def _sep_body(op: SepConv, relu_x: Tensor, fast: bool) -> Tensor:
+    """:class:`SepConv` up to (not including) its last BatchNorm, on an already rectified input."""
+    first, second = op[0], op[1]
+    hidden = first[3](first[2](_depthwise(first[1], relu_x, fast)))
+    # In place: BatchNorm's backward needs its input, not its output.
+    hidden = F.relu(hidden, inplace=True)
+    return second[2](_depthwise(second[1], hidden, fast))
+
+
+def _dil_body(op: DilConv, state: EdgeInput, fast: bool) -> Tuple[Tensor, bool]:
+    """:class:`DilConv` without its ReLU and BatchNorm; also says whether the result is phased.
+
+    A phased result is the :func:`~rnasframe.spaces.darts.fastops.to_phases` arrangement of the
+    true one (the pointwise convolution and the BatchNorm that follows do not depend on it).
+    """
+    conv = op[1]
+    if fast and conv.dilation == (2, 2) and _is_depthwise(conv):
+        x = state.x
+        pad = conv.kernel_size[0] // 2
+        if conv.stride == (2, 2):
+            hidden = fastops.depthwise_conv2d(state.even(), conv.weight, 1, pad)
+            return op[2](hidden), False
+        if conv.stride == (1, 1) and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
+            hidden = fastops.depthwise_conv2d(state.phases(), conv.weight, 1, pad)
+            return op[2](hidden), True
+    return op[2](conv(state.relu())), False
+
+
+class NodeSum:
+    """The partial sum of a node, accumulated in place.
+
+    Terms are added to one buffer in place (no new tensor per addition). Terms of dilated
+    convolutions computed on polyphase components (``phased``) are summed apart, in that
+    arrangement, and put back in order once, by the single addition in :meth:`result`. The
+    buffers are never saved by autograd for a backward formula (every term comes from a BatchNorm
+    or a product, whose backward needs their inputs only), so the in-place additions are safe.
+    """
+
+    __slots__ = ("_total", "_phased")
+
+    def __init__(self) -> None:
+        self._total: Optional[Tensor] = None
+        self._phased: Optional[Tensor] = None
+
+    def add(self, term: Tensor, phased: bool = False) -> None:
+        """Add ``term`` (a :func:`~rnasframe.spaces.darts.fastops.to_phases` arrangement if ``phased``)."""
+        if phased:
+            self._phased = term if self._phased is None else self._phased.add_(term)
+        else:
+            self._total = term if self._total is None else self._total.add_(term)
+
+    def result(self, batch: int) -> Tensor:
+        """The sum of every term, in natural pixel order; ``batch`` is the natural batch size."""
+        if self._phased is None:
+            assert self._total is not None
+            return self._total
+        phased = fastops.phases_to_nhwc(self._phased, batch)
+        if self._total is None:
+            return fastops.from_nhwc6(phased).contiguous(memory_format=torch.channels_last)
+        if self._total.is_contiguous(memory_format=torch.channels_last):
+            # One pass: the addition reads the polyphase arrangement directly.
+            return fastops.from_nhwc6(fastops.nhwc_view(self._total) + phased)
+        return self._total + fastops.from_nhwc6(phased)
 
 
 class MixedOp(nn.Module):
@@ -24,6 +342,9 @@ class MixedOp(nn.Module):
     Pooling is followed by a non-affine BatchNorm, as in DARTS. The ``none`` operation is zero, so
     its term is skipped (its weight still takes part in the softmax, so the output and every
     gradient are those of the full sum).
+
+    :meth:`forward` is the plain implementation; :meth:`forward_fused` computes the same sum
+    with a shared ReLU, mixing weights folded into BatchNorms and in-place accumulation.
 
     Args:
         channels: input and output channels.
@@ -38,9 +359,10 @@ class MixedOp(nn.Module):
             if "pool" in primitive:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             self.ops.append(op)
+        self._kinds: List[str] = [_kind_of(k, op) for k, op in enumerate(self.ops)]
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        """Return the mixture of all operations on ``x``.
+        """Return the mixture of all operations on ``x`` (the plain implementation).
 
         Args:
             x: the edge input.
@@ -54,6 +376,38 @@ class MixedOp(nn.Module):
             out = term if out is None else out + term
         assert out is not None
         return out
+
+    def forward_fused(
+        self, state: EdgeInput, weights: Tensor, node: NodeSum, depthwise: bool = False
+    ) -> None:
+        """Add ``sum_k w_k * op_k(x)`` (the value of :meth:`forward`) to ``node``.
+
+        Args:
+            state: the edge input ``x`` and its shared derived tensors.
+            weights: ``(len(PRIMITIVES),)`` mixing weights.
+            node: the partial sum of the node this edge leads to.
+            depthwise: use the reformulated depthwise convolutions of
+                :mod:`~rnasframe.spaces.darts.fastops`.
+        """
+        x = state.x
+        scales = weights.unbind(0)
+        for k, (kind, op) in enumerate(zip(self._kinds, self.ops)):
+            if kind == _SKIP:
+                continue
+            scale = scales[k]
+            if kind == _POOL:
+                node.add(weighted_batch_norm(op[1], op[0](x), scale))
+            elif kind == _IDENTITY:
+                node.add(x * scale)
+            elif kind == _SEP:
+                node.add(weighted_batch_norm(op[1][3], _sep_body(op, state.relu(), depthwise), scale))
+            elif kind == _DIL:
+                body, phased = _dil_body(op, state, depthwise)
+                node.add(weighted_batch_norm(op[3], body, scale), phased)
+            elif kind == _REDUCE:
+                node.add(weighted_batch_norm(op.bn, _reduce_body(op, state.relu()), scale))
+            else:
+                node.add(op(x) * scale)
 
 
 class SearchCell(nn.Module):
@@ -94,15 +448,21 @@ class SearchCell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(channels, stride))
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(
+        self, s0: Tensor, s1: Tensor, weights: Tensor, fused: bool = False, depthwise: bool = False
+    ) -> Tensor:
         """Return the cell output.
 
         Args:
             s0: output of the cell two back.
             s1: output of the previous cell.
             weights: ``(num_edges(steps), len(PRIMITIVES))`` softmaxed alphas of this cell type.
+            fused: use :meth:`MixedOp.forward_fused` (same result, fewer kernels).
+            depthwise: with ``fused``, use the reformulated depthwise convolutions.
         """
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if fused:
+            return self._forward_fused(states, weights, depthwise)
         offset = 0
         for _ in range(self.steps):
             node = sum(
@@ -111,6 +471,19 @@ class SearchCell(nn.Module):
             offset += len(states)
             states.append(node)
         return torch.cat(states[-self.multiplier :], dim=1)
+
+    def _forward_fused(self, states: List[Tensor], weights: Tensor, depthwise: bool) -> Tensor:
+        rows = weights.unbind(0)
+        inputs = [EdgeInput(h) for h in states]
+        offset = 0
+        batch = states[0].shape[0]
+        for _ in range(self.steps):
+            node = NodeSum()
+            for j, state in enumerate(inputs):
+                self.edges[offset + j].forward_fused(state, rows[offset + j], node, depthwise)
+            offset += len(inputs)
+            inputs.append(EdgeInput(node.result(batch)))
+        return torch.cat([state.x for state in inputs[-self.multiplier :]], dim=1)
 
 
 class DartsSupernet(Supernet):
@@ -127,6 +500,11 @@ class DartsSupernet(Supernet):
     parameters, so they are saved in ``state_dict``; :meth:`weight_parameters` yields every other
     parameter.
 
+    How the forward pass is computed is chosen by :attr:`options` (a :class:`SupernetOptions`;
+    default: the fast path). Every option except ``bf16_autocast`` gives the plain path's outputs
+    and gradients up to float rounding, and none changes the parameters or ``state_dict`` keys, so
+    :attr:`options` may be reassigned at any time.
+
     Args:
         num_classes: number of classes.
         channels: ``C``, channels of the first cells.
@@ -135,6 +513,7 @@ class DartsSupernet(Supernet):
         multiplier: number of last nodes concatenated into a cell's output.
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         input_spec: input shape and normalization (default: 3x32x32, identity normalization).
+        options: implementation switches (default: ``SupernetOptions()``, the fast path).
     """
 
     def __init__(
@@ -146,6 +525,7 @@ class DartsSupernet(Supernet):
         multiplier: int = 4,
         stem_multiplier: int = 3,
         input_spec: Optional[InputSpec] = None,
+        options: Optional[SupernetOptions] = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -171,6 +551,7 @@ class DartsSupernet(Supernet):
         self.steps = steps
         self.multiplier = multiplier
         self.stem_multiplier = stem_multiplier
+        self.options = options if options is not None else SupernetOptions()
 
         self.normalize = Normalize(spec.mean, spec.std)
         c_curr = stem_multiplier * channels
@@ -196,16 +577,81 @@ class DartsSupernet(Supernet):
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(*shape))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(*shape))
 
+    @property
+    def options(self) -> SupernetOptions:
+        """The implementation switches; assign a new :class:`SupernetOptions` to change paths."""
+        return self._options
+
+    @options.setter
+    def options(self, value: SupernetOptions) -> None:
+        if not isinstance(value, SupernetOptions):
+            raise TypeError(
+                f"DartsSupernet.options must be a SupernetOptions, got {value!r} of type "
+                f"{type(value).__name__}"
+            )
+        self._options = value
+
     def forward(self, x: Tensor) -> Tensor:
         """Return the logits of a batch of ``[0, 1]`` images."""
+        options = self._options
+        if options.bf16_autocast:
+            if x.device.type != "cuda":
+                raise RuntimeError(
+                    "SupernetOptions.bf16_autocast is CUDA only (bfloat16 autocast on this CPU "
+                    f"would be slower and change the numerics); got an input on {x.device}. Use "
+                    "SupernetOptions(bf16_autocast=False) on CPU."
+                )
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self._dispatch(x).float()
+        return self._dispatch(x)
+
+    def _dispatch(self, x: Tensor) -> Tensor:
+        options = self._options
+        if not options.compile:
+            return self._forward_impl(x, options.fused_edges, options.channels_last, options.depthwise)
+        compiled = self._compiled()
+        try:
+            return compiled(x, options.fused_edges, options.channels_last, options.depthwise)
+        except Exception as error:  # noqa: BLE001 - re-raised with the switch named
+            if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise RuntimeError(
+                    f"SupernetOptions.compile=True: torch.compile failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}). It needs a working inductor "
+                    "tool chain (a C++ compiler on CPU, Triton on CUDA); set "
+                    "SupernetOptions(compile=False) to run eagerly."
+                ) from error
+            raise
+
+    def _compiled(self) -> Callable[..., Tensor]:
+        compiled = self.__dict__.get("_compiled_forward")
+        if compiled is None:
+            if not hasattr(torch, "compile"):
+                raise RuntimeError(
+                    "SupernetOptions.compile=True needs torch.compile (torch >= 2.0); set "
+                    "SupernetOptions(compile=False)"
+                )
+            compiled = torch.compile(self._forward_impl)
+            self.__dict__["_compiled_forward"] = compiled
+        return compiled
+
+    def _forward_impl(self, x: Tensor, fused: bool, channels_last: bool, depthwise: bool) -> Tensor:
         weights_normal = F.softmax(self.alphas_normal, dim=-1)
         weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
-        s0 = s1 = self.stem(self.normalize(x))
+        h = self.normalize(x)
+        if channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
+        s0 = s1 = self.stem(h)
         for cell in self.cells:
             weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights)
+            s0, s1 = s1, cell(s0, s1, weights, fused=fused, depthwise=depthwise)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickle/copy state without the compiled forward (it is rebuilt on demand)."""
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
+        state.pop("_compiled_forward", None)
+        return state
 
     def arch_parameters(self) -> List[nn.Parameter]:
         """Return ``[alphas_normal, alphas_reduce]``."""
@@ -238,6 +684,5 @@ class DartsSupernet(Supernet):
         """Summarize the hyperparameters in ``repr``."""
         return (
             f"channels={self.channels}, layers={self.layers}, steps={self.steps}, "
-            f"multiplier={self.multiplier}, num_classes={self.num_classes}"
+            f"multiplier={self.multiplier}, num_classes={self.num_classes}, options={self._options}"
         )
-

@@ -1,0 +1,168 @@
+"""Faster CPU formulations of the supernet's depthwise convolutions (same maths, other kernels).
+
+On CPU, oneDNN has fast forward *and* backward kernels for undilated 3x3 depthwise convolutions
+only. For 5x5 kernels the weight gradient is 10-15x slower than the forward pass, and for dilated
+kernels both gradients are (DESIGN.md §9; ``benchmarks/suite.py --micro`` measures it). Two exact
+reformulations avoid those kernels:
+
+* :func:`depthwise_conv2d` (undilated, any odd ``k``): forward and input gradient are oneDNN's;
+  the weight gradient is assembled from ``k x 3`` column tiles (oneDNN is fast for kernels at most
+  3 wide, whatever their height), each the weight gradient of a convolution over a shifted window
+  of the input. Tiles may overlap; each tap is taken from one tile.
+* :func:`to_phases` / :func:`phases_to_nhwc` (dilation 2, stride 1, even sizes): a dilated
+  convolution only combines pixels of the same parity, so it equals an undilated convolution
+  (padding halved) on the four polyphase components stacked along the batch axis. Pointwise
+  convolutions and BatchNorm (statistics over all pixels) do not care about the pixel order, so
+  a whole ``dil_conv`` can run on the phases; only its result is put back in place. With stride 2
+  only the even-even phase is ever read.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["depthwise_conv2d", "to_phases", "phases_to_nhwc", "even_phase"]
+
+_aten = torch.ops.aten
+
+
+def _weight_grad_needed(ctx: object, index: int) -> bool:
+    """Whether the engine will use the gradient of input ``index`` of this backward node.
+
+    ``ctx.needs_input_grad`` only says that the input required grad when the graph was built;
+    ``loss.backward(inputs=alphas)`` (DARTS' architecture step) does not need convolution weight
+    gradients at all. The engine knows, but only through a private function; when it cannot
+    answer (``torch.autograd.grad`` on a leaf, or a torch without it) the gradient is computed.
+    """
+    query = getattr(torch._C, "_will_engine_execute_node", None)
+    node = ctx.next_functions[index][0]  # type: ignore[attr-defined]
+    if query is None or node is None:
+        return node is not None
+    try:
+        return bool(query(node))
+    except RuntimeError:
+        return True
+
+
+def _tile_offsets(kernel_size: int) -> List[int]:
+    return sorted({min(start, kernel_size - 3) for start in range(0, kernel_size, 3)})
+
+
+def depthwise_weight_grad(
+    grad_output: Tensor, x: Tensor, kernel_size: int, stride: int, padding: int
+) -> Tensor:
+    """Weight gradient ``(C, 1, k, k)`` of an undilated depthwise convolution, from ``k x 3`` tiles.
+
+    ``dW[c, i, j] = sum_{n, h, w} g[n, c, h, w] * x_pad[n, c, h * s + i, w * s + j]``. oneDNN's
+    weight gradient is fast for kernels at most 3 wide (any height), so the columns are split in
+    overlapping tiles of 3: the tile at column offset ``b`` is the weight gradient of a ``k x 3``
+    convolution over the columns ``b - p, b - p + 1, ...`` of ``x`` (zero outside), which gives
+    taps ``b..b+2``. Each window is one copy. Rows are padded by the convolution itself, except for
+    images only a few pixels high, where oneDNN is slow with a padding that large and the rows are
+    padded in the copy instead. (Also avoided: ``F.pad`` with negative amounts, or on the row axis
+    of a large channels-last tensor, both slow paths on CPU.)
+    """
+    channels, height, width = x.shape[1], x.shape[-2], x.shape[-1]
+    out_w = grad_output.shape[-1]
+    span = (out_w - 1) * stride + 3
+    rows_in_copy = height < 2 * kernel_size
+    row_pad = padding if rows_in_copy else 0
+    probe = x.new_empty(channels, 1, kernel_size, 3)
+    grad = x.new_empty(channels, 1, kernel_size, kernel_size)
+    for b in _tile_offsets(kernel_size):
+        left = padding - b  # columns of zeros before column 0 (negative: columns cropped)
+        source = x if left >= 0 else x[..., -left:]
+        left = max(left, 0)
+        # At least `span` columns; more is fine when the excess is shorter than the stride.
+        right = max(0, span - left - source.shape[-1])
+        window = F.pad(source, (left, right, row_pad, row_pad))
+        if window.shape[-1] - span >= stride:
+            window = window[..., :span]
+        tile = _aten.convolution_backward(
+            grad_output, window, probe, None, [stride, stride], [0 if rows_in_copy else padding, 0],
+            [1, 1], False, [0, 0], channels, [False, True, False],
+        )[1]
+        grad[:, :, :, b : b + 3] = tile
+    return grad
+
+
+class _TiledDepthwiseConv2d(torch.autograd.Function):
+    """Undilated depthwise convolution whose weight gradient uses ``k x 3`` tiles."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        ctx.padding = padding
+        return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.stride, ctx.padding
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _aten.convolution_backward(
+                grad_output, x, weight, None, [stride, stride], [padding, padding], [1, 1],
+                False, [0, 0], x.shape[1], [True, False, False],
+            )[0]
+        if ctx.needs_input_grad[1] and _weight_grad_needed(ctx, 1):
+            grad_w = depthwise_weight_grad(grad_output, x, weight.shape[-1], stride, padding)
+        return grad_x, grad_w, None, None
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+    """``F.conv2d(x, weight, stride=stride, padding=padding, groups=C)``, undilated.
+
+    Kernels at most 3 wide use oneDNN directly, which is fast for them; wider square kernels use
+    the tiled weight gradient.
+    """
+    k_h, k_w = weight.shape[-2:]
+    if k_h != k_w or k_h <= 3:
+        return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+    return _TiledDepthwiseConv2d.apply(x, weight, stride, padding)
+
+
+def to_phases(x: Tensor) -> Tensor:
+    """``(N, C, H, W)`` with even ``H, W`` -> ``(4N, C, H/2, W/2)``, channels-last.
+
+    Phase ``(r, q)`` (rows ``r::2``, columns ``q::2``) of sample ``n`` is batch entry
+    ``(2 r + q) N + n``. One copy.
+    """
+    n, c, h, w = x.shape
+    nhwc = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
+    phases = nhwc.permute(2, 4, 0, 1, 3, 5).reshape(4 * n, h // 2, w // 2, c)
+    return phases.permute(0, 3, 1, 2)
+
+
+def phases_to_nhwc(y: Tensor, batch: int) -> Tensor:
+    """The inverse arrangement of :func:`to_phases` as a 6-d ``(N, H/2, 2, W/2, 2, C)`` view.
+
+    ``y`` must be channels-last contiguous. Add it to ``nhwc_view(z)`` of a same-shaped
+    channels-last ``z`` so that the rearrangement costs no separate copy.
+    """
+    c, h, w = y.shape[1:]
+    return y.permute(0, 2, 3, 1).view(2, 2, batch, h, w, c).permute(2, 3, 0, 4, 1, 5)
+
+
+def nhwc_view(z: Tensor) -> Tensor:
+    """A channels-last ``(N, C, H, W)`` tensor as a 6-d ``(N, H/2, 2, W/2, 2, C)`` view."""
+    n, c, h, w = z.shape
+    return z.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c)
+
+
+def from_nhwc6(z6: Tensor) -> Tensor:
+    """Back from :func:`nhwc_view`'s layout to a channels-last ``(N, C, H, W)`` tensor."""
+    n, h2, _, w2, _, c = z6.shape
+    return z6.reshape(n, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2)
+
+
+def even_phase(x: Tensor) -> Tensor:
+    """Rows and columns ``0, 2, 4, ...`` of ``x`` (what a stride-2, dilation-2 convolution reads)."""
+    return x[:, :, ::2, ::2].contiguous(memory_format=torch.channels_last)
