@@ -84,6 +84,7 @@ rnasframe_api_modules = [
         "rnasframe.spaces.darts.supernet",
         "rnasframe.spaces.darts.network",
         "rnasframe.spaces.darts.operations",
+        "rnasframe.spaces.darts.fastops",
         "rnasframe.spaces.darts.plot",
     ]),
     ("Training and evaluation", [

@@ -54,7 +54,7 @@ from rnasframe.spaces.darts.operations import (
     make_op,
 )
 
-__all__ = ["SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "weighted_batch_norm"]
+__all__ = ["SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "EdgeInput", "NodeSum", "weighted_batch_norm"]
 
 _NONE_INDEX = PRIMITIVES.index("none")
 
@@ -83,6 +83,7 @@ class SupernetOptions:
             reformulations of :mod:`~rnasframe.spaces.darts.fastops`: 5x5 weight gradients from
             5x3 tiles, dilated convolutions as undilated ones on polyphase components. Their
             backward passes do not support double differentiation (``create_graph=True``).
+            CPU only: on other devices the native kernels are used whatever this says.
         compile: wrap the forward pass in :func:`torch.compile` (optional, off by default; needs
             a working inductor tool chain: a C++ compiler on CPU, Triton on CUDA; a failing
             compilation raises :class:`RuntimeError` naming this switch). It recompiles when the
@@ -635,6 +636,8 @@ class DartsSupernet(Supernet):
         return compiled
 
     def _forward_impl(self, x: Tensor, fused: bool, channels_last: bool, depthwise: bool) -> Tensor:
+        # The depthwise reformulations work around gaps in oneDNN's CPU kernels only.
+        depthwise = depthwise and x.device.type == "cpu"
         weights_normal = F.softmax(self.alphas_normal, dim=-1)
         weights_reduce = F.softmax(self.alphas_reduce, dim=-1)
         h = self.normalize(x)
