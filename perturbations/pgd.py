@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import attrs
 import gin
@@ -11,17 +10,9 @@ from torch import Tensor
 
 from rnasframe.interfaces.perturbation import NormBall, Perturbation, PerturbationObjective
 from rnasframe.perturbations.balls import LinfBall, is_norm_ball
-from rnasframe.validation import greater_than, positive_int
+from rnasframe.validation import boolean, greater_than, positive_int
 
 __all__ = ["PGDMaximizer"]
-
-
-def _is_bool(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"{type(instance).__name__}.{attribute.name} must be True or False, got {value!r} "
-            f"of type {type(value).__name__}"
-        )
 
 
 @gin.configurable
@@ -62,7 +53,7 @@ class PGDMaximizer(Perturbation):
     step_size: float = attrs.field(
         default=0.003, validator=greater_than(0.0, "a step length in pixel units of [0, 1] images")
     )
-    random_start: bool = attrs.field(default=True, validator=_is_bool)
+    random_start: bool = attrs.field(default=True, validator=boolean)
 
     def perturb(self, x: Tensor, objective: PerturbationObjective) -> Tensor:
         """Run ``steps`` projected ascent steps on ``objective`` and return the last iterate.

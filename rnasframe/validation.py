@@ -26,6 +26,7 @@ __all__ = [
     "non_negative_int",
     "probability",
     "finite",
+    "boolean",
 ]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -122,6 +123,15 @@ def non_negative_int(instance: Any, attribute: "attrs.Attribute[Any]", value: An
     """Accept integers ``>= 0``."""
     if _check_int(instance, attribute, value) < 0:
         raise ValueError(f"{_owner(instance)}.{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+def boolean(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    """Accept only ``True`` or ``False`` (not 0, 1 or strings)."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{_owner(instance)}.{attribute.name} must be True or False, got {value!r} "
+            f"of type {type(value).__name__}"
+        )
 
 
 def one_of(*allowed: Any) -> Validator:

@@ -15,7 +15,6 @@ from rnasframe.robustness.attacks import (
     FGSMAttack,
     PGDAttack,
     attack_from_name,
-    boolean,
     cross_entropy_objective,
     model_mode,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "attack_accuracy",
     "attack_from_name",
     "attack_label",
-    "boolean",
     "check_robustness",
     "count_parameters_millions",
     "cross_entropy_objective",

@@ -25,13 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnasframe.validation import boolean
+
 from rnasframe import validation
 from rnasframe.interfaces.perturbation import PerturbationObjective, check_pixel_range
 from rnasframe.model_state import input_gradients_only
 
 __all__ = [
     "ATTACK_NAMES",
-    "boolean",
     "Attack",
     "AutoAttackStandard",
     "FGSMAttack",
@@ -46,14 +47,6 @@ ATTACK_NAMES = ("fgsm", "pgd<K> (K >= 1 steps, e.g. pgd20)", "autoattack")
 
 _PGD_NAME = re.compile(r"pgd(\d+)")
 _EPSILON_HINT = "an L-inf radius in pixel units of [0, 1] images"
-
-
-def boolean(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
-    """attrs validator: accept only ``True`` or ``False`` (not 0, 1 or strings)."""
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"{type(instance).__name__}.{attribute.name} must be True or False, got {value!r} of type {type(value).__name__}"
-        )
 
 
 @contextlib.contextmanager

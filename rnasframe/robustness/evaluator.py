@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from rnasframe import validation
 from rnasframe.data.images import LabeledImages
-from rnasframe.robustness.attacks import Attack, attack_from_name, boolean, model_mode
+from rnasframe.robustness.attacks import Attack, attack_from_name, model_mode
+from rnasframe.validation import boolean
 from rnasframe.robustness.sanity import SanityCheck, check_robustness
 
 __all__ = ["RobustnessEvaluation", "RobustnessReport", "attack_accuracy", "seeded_randomness"]

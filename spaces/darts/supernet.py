@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnasframe import validation
 from rnasframe.interfaces.search_space import InputSpec, Supernet
 from rnasframe.modules import Normalize
 from rnasframe.spaces.darts import fastops
@@ -57,14 +58,6 @@ from rnasframe.spaces.darts.operations import (
 __all__ = ["SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "EdgeInput", "NodeSum", "weighted_batch_norm"]
 
 _NONE_INDEX = PRIMITIVES.index("none")
-
-
-def _is_bool(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"{type(instance).__name__}.{attribute.name} must be True or False, got {value!r} "
-            f"of type {type(value).__name__}"
-        )
 
 
 @gin.configurable
@@ -96,11 +89,11 @@ class SupernetOptions:
             float32.
     """
 
-    fused_edges: bool = attrs.field(default=True, validator=_is_bool)
-    channels_last: bool = attrs.field(default=True, validator=_is_bool)
-    depthwise: bool = attrs.field(default=True, validator=_is_bool)
-    compile: bool = attrs.field(default=False, validator=_is_bool)
-    bf16_autocast: bool = attrs.field(default=False, validator=_is_bool)
+    fused_edges: bool = attrs.field(default=True, validator=validation.boolean)
+    channels_last: bool = attrs.field(default=True, validator=validation.boolean)
+    depthwise: bool = attrs.field(default=True, validator=validation.boolean)
+    compile: bool = attrs.field(default=False, validator=validation.boolean)
+    bf16_autocast: bool = attrs.field(default=False, validator=validation.boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.depthwise and not self.fused_edges:
