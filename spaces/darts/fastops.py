@@ -1,9 +1,10 @@
 """Faster CPU formulations of the supernet's depthwise convolutions (same maths, other kernels).
 
-On CPU, oneDNN has fast forward *and* backward kernels for undilated 3x3 depthwise convolutions
-only. For 5x5 kernels the weight gradient is 10-15x slower than the forward pass, and for dilated
-kernels both gradients are (DESIGN.md §9; ``benchmarks/suite.py --micro`` measures it). Two exact
-reformulations avoid those kernels:
+On CPU (torch 2.14, oneDNN 3.12), depthwise convolutions have fast forward *and* backward kernels
+only when the kernel is at most 3 wide and undilated. For 5x5 kernels the weight gradient is
+10-15x slower than the forward pass, and for dilated kernels both gradients are (DESIGN.md §9;
+``python benchmarks/suite.py --sections micro`` measures it). Two exact reformulations avoid those
+kernels:
 
 * :func:`depthwise_conv2d` (undilated, any odd ``k``): forward and input gradient are oneDNN's;
   the weight gradient is assembled from ``k x 3`` column tiles (oneDNN is fast for kernels at most
@@ -26,7 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["depthwise_conv2d", "to_phases", "phases_to_nhwc", "even_phase"]
+__all__ = [
+    "depthwise_conv2d",
+    "depthwise_weight_grad",
+    "to_phases",
+    "phases_to_nhwc",
+    "nhwc_view",
+    "from_nhwc6",
+    "even_phase",
+]
 
 _aten = torch.ops.aten
 
@@ -37,7 +46,8 @@ def _weight_grad_needed(ctx: object, index: int) -> bool:
     ``ctx.needs_input_grad`` only says that the input required grad when the graph was built;
     ``loss.backward(inputs=alphas)`` (DARTS' architecture step) does not need convolution weight
     gradients at all. The engine knows, but only through a private function; when it cannot
-    answer (``torch.autograd.grad`` on a leaf, or a torch without it) the gradient is computed.
+    answer (``torch.autograd.grad`` with a leaf weight, as in second-order DARTS' finite
+    differences, or a torch without that function) the gradient is computed and discarded.
     """
     query = getattr(torch._C, "_will_engine_execute_node", None)
     node = ctx.next_functions[index][0]  # type: ignore[attr-defined]
