@@ -1,17 +1,22 @@
-"""The L2 search configurations (examples/max_l2.gin, examples/uniform_l2.gin) build and run."""
+"""The L2 configurations build and run: search (max_l2.gin, uniform_l2.gin), adversarial training
+(adv_train_l2.gin) and evaluation (eval_l2.gin)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
+import gin
 import pytest
 
 from rnasframe import SearchEngine
-from rnasframe.cli import search_main
+from rnasframe.cli import evaluate_main, search_main, train_main
 from rnasframe.config import parse_gin
 from rnasframe.perturbations import L2Ball, PGDMaximizer, UniformSampler
+from rnasframe.robustness import PGDAttack, RobustnessEvaluation
+from rnasframe.training import AdversarialTraining, Trainer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -48,3 +53,58 @@ def test_l2_configs_run_a_tiny_search(tmp_path: Path, name: str, bindings: list[
     assert code == 0
     assert "genotype = Genotype(" in out.getvalue()
     assert "L2Ball.epsilon = 0.5" in (tmp_path / "run" / "operative_config.gin").read_text()
+
+
+def test_eval_l2_and_adv_train_l2_bind_the_l2_ball_everywhere() -> None:
+    parse_gin(["train.gin", "eval_l2.gin"], [], [EXAMPLES])
+    evaluation = Trainer().evaluation
+    assert (evaluation.norm, evaluation.epsilon, evaluation.attacks) == ("L2", 0.5, ("fgsm", "pgd20"))
+    assert evaluation.pgd_step_size == pytest.approx(2.5 * 0.5 / 20)
+    gin.clear_config()
+    parse_gin(["adv_train_l2.gin"], ["Trainer.genotype = 'DARTS'"], [EXAMPLES])
+    trainer = Trainer()
+    assert isinstance(trainer.objective, AdversarialTraining)
+    assert trainer.objective.perturbation == PGDMaximizer(ball=L2Ball(epsilon=0.5), steps=7, step_size=0.18, random_start=True)
+    assert trainer.evaluation.norm == "L2" and trainer.evaluation.epsilon == 0.5
+    selection = trainer.selection_attack()
+    assert isinstance(selection, PGDAttack) and (selection.norm, selection.epsilon, selection.steps) == ("L2", 0.5, 10)
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_l2_adversarial_training_and_l2_evaluation_run_end_to_end(tmp_path: Path) -> None:
+    out = io.StringIO()
+    adversarial = tmp_path / "adv_l2"
+    with contextlib.redirect_stdout(out):
+        code = train_main(
+            ["--gin_file=adv_train_l2.gin", "--gin_file=train_smoke.gin", "--genotype=DARTS", f"--run_dir={adversarial}"],
+            examples_dir=EXAMPLES,
+        )
+    assert code == 0
+    results = _results(adversarial)
+    assert {(a["norm"], a["epsilon"]) for a in results["evaluation"]["attacks"]} == {("L2", 0.5)}
+    assert "norm=L2" in results["training"]["selection"]
+    assert results["training"]["objective"]["perturbation"].startswith("PGDMaximizer(ball=L2Ball(epsilon=0.5), steps=7")
+    checks = {c["name"]: c["passed"] for c in results["evaluation"]["sanity"]["checks"]}
+    assert checks["adversarial_examples_in_ball"] and checks["epsilon_zero_is_clean"]
+    assert "norm=L2" in (adversarial / "results.md").read_text()
+
+    # A standard (L-inf evaluated) run, evaluated again under L2 with eval_l2.gin.
+    standard = tmp_path / "standard"
+    gin.clear_config()
+    with contextlib.redirect_stdout(out):
+        assert train_main(
+            ["--gin_file=train.gin", "--gin_file=train_smoke.gin", "--genotype=DARTS", f"--run_dir={standard}",
+             "--gin_param=Trainer.epochs = 1"],
+            examples_dir=EXAMPLES,
+        ) == 0
+    assert {a["norm"] for a in _results(standard)["evaluation"]["attacks"]} == {"Linf"}
+    gin.clear_config()
+    with contextlib.redirect_stdout(out):
+        assert evaluate_main([f"--run_dir={standard}", "--gin_file=eval_l2.gin"], examples_dir=EXAMPLES) == 0
+    again = _results(standard)["evaluation"]
+    assert {(a["norm"], a["epsilon"]) for a in again["attacks"]} == {("L2", 0.5)}
+    assert again["sweep"]["epsilons"] == pytest.approx([0.0, 0.125, 0.25, 0.5])
+    assert set(again["accuracy"]) == {"clean", "fgsm", "pgd20"}

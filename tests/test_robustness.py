@@ -126,7 +126,7 @@ class _HelpfulAttack(Attack):
 
 def test_the_sanity_checks_flag_an_attack_that_improves_accuracy(trained: Tuple[nn.Module, LabeledImages]) -> None:
     model, test = trained
-    evaluation = RobustnessEvaluation(epsilon=0.1, sweep_fractions=(0.0, 0.5, 1.0))
+    evaluation = RobustnessEvaluation(epsilon=0.1, pgd_step_size=0.01, sweep_fractions=(0.0, 0.5, 1.0))
     report = evaluation.evaluate(model, test, attacks=[_HelpfulAttack(0.1)], sweep_attack=_HelpfulAttack(0.1))
     assert report.attacks["fgsm"] > report.clean
     failed = {c.name for c in report.sanity if not c.passed}
@@ -182,6 +182,111 @@ def test_unknown_attacks_and_bad_values_fail_with_the_valid_choices() -> None:
     assert attack_from_name("PGD7", 0.031, step_size=None).settings()["step_size"] == pytest.approx(2.5 * 0.031 / 7)
 
 
+def _per_example_l2(t: Tensor) -> Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+def test_l2_fgsm_is_the_normalized_gradient_step_clipped() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 5))
+    x = torch.rand(6, 3, 4, 4, dtype=torch.float64)
+    model = model.double()
+    x[0] = 0.0
+    x[1] = 1.0
+    y = torch.randint(0, 5, (6,))
+    epsilon = 0.4
+    probe = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(F.cross_entropy(model(probe), y, reduction="sum"), probe)
+    unit = gradient / _per_example_l2(gradient).reshape(-1, 1, 1, 1)  # independent of the L2Ball code
+    expected = (x + epsilon * unit).clamp(0.0, 1.0)
+    torch.testing.assert_close(FGSMAttack(epsilon, norm="L2")(model, x, y), expected, rtol=0, atol=1e-12)
+    one_step = PGDAttack(epsilon=epsilon, steps=1, step_size=epsilon, random_start=False, norm="L2")
+    torch.testing.assert_close(one_step(model, x, y), expected, rtol=0, atol=1e-12)
+    assert FGSMAttack(epsilon, norm="L2").settings() == {"name": "fgsm", "norm": "L2", "epsilon": epsilon}
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        FGSMAttack(0.5, norm="L2"),
+        PGDAttack(0.5, steps=5, step_size=0.25, norm="L2"),
+        PGDAttack(2.0, steps=3, step_size=3.0, random_start=False, norm="L2"),
+    ],
+    ids=["fgsm", "pgd-random-start", "pgd-large-steps-large-radius"],
+)
+def test_every_l2_attack_stays_in_the_l2_ball_and_in_the_pixel_range(attack: Attack) -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x = torch.rand(16, 1, 8, 8)
+    x[:4] = torch.bernoulli(x[:4])
+    y = torch.randint(0, 10, (16,))
+    before = x.clone()
+    x_adv = attack(model, x, y)
+    assert torch.equal(x, before)
+    assert (_per_example_l2(x_adv - x) <= attack.epsilon * (1 + 1e-5)).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    # An L2 step spends its budget on few pixels: the L-inf distance exceeds an L-inf attack's.
+    assert (x_adv - x).abs().amax() > attack.epsilon / 8
+
+
+def test_l2_evaluation_of_a_trained_model_is_sane_and_records_the_norm(trained: Tuple[nn.Module, LabeledImages]) -> None:
+    model, test = trained
+    evaluation = RobustnessEvaluation(epsilon=1.0, norm="L2", pgd_step_size=0.125, max_examples=200)
+    report = evaluation.evaluate(model, test)
+    assert report.attacks["pgd20"] <= report.attacks["fgsm"] <= report.clean
+    assert report.attacks["pgd20"] < report.clean - 0.1
+    assert report.sane, report.warnings()
+    assert {a["norm"] for a in report.attack_settings} == {"L2"}
+    assert report.sweep_settings["attack"]["norm"] == "L2"
+    assert report.as_dict()["evaluation"]["norm"] == "L2"
+    # The same radius in L-inf is a much larger set (it holds the L2 ball): accuracy is lower.
+    linf = RobustnessEvaluation(epsilon=1.0, norm="Linf", pgd_step_size=0.125, max_examples=200, sweep_fractions=())
+    assert linf.evaluate(model, test).attacks["pgd20"] <= report.attacks["pgd20"]
+
+
+@attrs.define(frozen=True)
+class _CornerAttack(Attack):
+    """Claims to be an L2 attack but returns L-inf corners: outside the L2 ball of the same radius."""
+
+    epsilon: float = 0.1
+    norm: str = "L2"
+
+    @property
+    def name(self) -> str:
+        return "pgd1"
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return (x + self.epsilon * torch.randn_like(x).sign()).clamp(0.0, 1.0)
+
+
+def test_the_ball_check_measures_the_attack_norm(trained: Tuple[nn.Module, LabeledImages]) -> None:
+    model, test = trained
+    evaluation = RobustnessEvaluation(epsilon=0.1, norm="L2", pgd_step_size=0.1, max_examples=50, sweep_fractions=())
+    report = evaluation.evaluate(model, test, attacks=[_CornerAttack(0.1)])
+    (check,) = [c for c in report.sanity if c.name == "adversarial_examples_in_ball"]
+    assert not check.passed and "pgd1" in check.detail
+    as_linf = evaluation.evaluate(model, test, attacks=[_CornerAttack(0.1, norm="Linf")])
+    (check,) = [c for c in as_linf.sanity if c.name == "adversarial_examples_in_ball"]
+    assert check.passed
+
+
+def test_bad_norms_radii_and_step_sizes_fail_early_with_the_allowed_values() -> None:
+    with pytest.raises(ValueError, match=r"RobustnessEvaluation.norm must be one of 'Linf', 'L2'; got 'L3'"):
+        RobustnessEvaluation(norm="L3")
+    with pytest.raises(ValueError, match=r"FGSMAttack.norm must be one of 'Linf', 'L2'; got 'l2'"):
+        FGSMAttack(0.5, norm="l2")
+    with pytest.raises(ValueError, match=r"unknown norm 'L1'; valid norms: 'Linf', 'L2'"):
+        attack_from_name("fgsm", 0.5, norm="L1")
+    with pytest.raises(ValueError, match=r"PGDAttack.epsilon must be >= 0 \(an L2 radius.*got -1"):
+        PGDAttack(epsilon=-1.0, norm="L2")
+    with pytest.raises(ValueError, match=r"RobustnessEvaluation.epsilon must be in \[0, 1\].*L-inf.*got 2.0"):
+        RobustnessEvaluation(epsilon=2.0, pgd_step_size=0.25)
+    assert RobustnessEvaluation(epsilon=2.0, norm="L2", pgd_step_size=0.25).build("pgd20").ball().epsilon == 2.0
+    # The paper's L-inf step (0.003) left in place under an L2 radius: PGD-20 moves 0.06 < 0.5.
+    with pytest.raises(ValueError, match=r"pgd20 moves at most .* = 0.06 < epsilon = 0.5 \(L2\).*0.0625"):
+        RobustnessEvaluation(epsilon=0.5, norm="L2")
+
+
 def _autoattack_available() -> bool:
     for name in ("pyautoattack", "autoattack"):
         try:
@@ -207,7 +312,7 @@ def test_autoattack_without_the_extra_raises_an_import_error_naming_it(monkeypat
 @pytest.mark.skipif(not _autoattack_available(), reason="the optional extra rnasframe[autoattack] is not installed")
 def test_autoattack_runs_and_is_no_weaker_than_clean(trained: Tuple[nn.Module, LabeledImages]) -> None:
     model, test = trained
-    evaluation = RobustnessEvaluation(epsilon=0.1, attacks=("pgd20", "autoattack"), max_examples=24, sweep_fractions=())
+    evaluation = RobustnessEvaluation(epsilon=0.1, attacks=("pgd20", "autoattack"), pgd_step_size=0.01, max_examples=24, sweep_fractions=())
     report = evaluation.evaluate(model, test)
     assert report.attacks["autoattack"] <= report.clean
     assert report.sane, report.warnings()

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from rnasframe import validation
 from rnasframe.data.images import LabeledImages
-from rnasframe.robustness.attacks import Attack, attack_from_name, model_mode
+from rnasframe.robustness.attacks import NORMS, Attack, PGDAttack, attack_from_name, check_radius, model_mode
 from rnasframe.validation import boolean
 from rnasframe.robustness.sanity import SanityCheck, check_robustness
 
@@ -41,10 +41,14 @@ def _batches(images: LabeledImages, batch_size: int, device: torch.device, limit
         yield images.pixels(index).to(device), images.labels[index].to(device)
 
 
-def _inside(x_adv: Tensor, x: Tensor, epsilon: float) -> bool:
-    return bool(
-        (x_adv - x).abs().max() <= epsilon + _BALL_TOLERANCE and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    ) if x.numel() else True
+def _inside(x_adv: Tensor, x: Tensor, attack: Attack) -> bool:
+    """Whether every example of ``x_adv`` lies in ``attack``'s ball around ``x`` and in [0, 1]."""
+    if not x.numel():
+        return True
+    delta = (x_adv - x).flatten(1)
+    distance = delta.abs().amax(dim=1) if attack.norm == "Linf" else torch.linalg.vector_norm(delta, dim=1)
+    slack = _BALL_TOLERANCE * max(1.0, attack.epsilon)
+    return bool((distance <= attack.epsilon + slack).all() and x_adv.min() >= 0.0 and x_adv.max() <= 1.0)
 
 
 def attack_accuracy(
@@ -76,7 +80,7 @@ def _check_names(instance: "RobustnessEvaluation", attribute: "attrs.Attribute[A
     if not value:
         raise ValueError("RobustnessEvaluation.attacks must name at least one attack, e.g. ('fgsm', 'pgd20')")
     for name in value:
-        attack_from_name(name, instance.epsilon)  # raises on an unknown name, listing the valid ones
+        attack_from_name(name, instance.epsilon, norm=_norm(instance))  # raises on an unknown name, listing the valid ones
     if len(set(value)) != len(value):
         raise ValueError(f"RobustnessEvaluation.attacks lists an attack twice: {value!r}")
 
@@ -92,7 +96,12 @@ def _check_fractions(instance: "RobustnessEvaluation", attribute: "attrs.Attribu
 
 
 def _check_sweep_attack(instance: "RobustnessEvaluation", attribute: "attrs.Attribute[Any]", value: str) -> None:
-    attack_from_name(value, instance.epsilon)
+    attack_from_name(value, instance.epsilon, norm=_norm(instance))
+
+
+def _norm(instance: "RobustnessEvaluation") -> str:
+    """The instance's norm if valid (its own validator reports a bad one), else ``"Linf"``."""
+    return instance.norm if instance.norm in NORMS else "Linf"
 
 
 @gin.configurable
@@ -105,11 +114,17 @@ class RobustnessEvaluation:
     :attr:`seed` (and restored afterwards).
 
     Args:
-        epsilon: the L∞ radius of every attack, pixel units of [0, 1] images (paper: 0.031).
+        epsilon: the radius of every attack, pixel units of [0, 1] images (paper, L∞: 0.031;
+            the usual CIFAR-10 L2 radius: 0.5; see ``examples/eval_l2.gin``).
+        norm: the threat model of every attack: ``"Linf"`` (the paper's) or ``"L2"`` (FGSM is
+            then the L2 fast gradient method, PGD takes normalized-gradient steps in the L2 ball,
+            AutoAttack runs its L2 version).
         attacks: attack names: ``fgsm``, ``pgd<K>`` (e.g. ``pgd20``), ``autoattack`` (optional
             extra). Paper, Table 2: FGSM and PGD-20.
-        pgd_step_size: step length of PGD attacks (0.003: the paper's PGD step of section 4.1;
-            recorded in the results).
+        pgd_step_size: step length of PGD attacks (0.003: the paper's L∞ PGD step of section
+            4.1; recorded in the results). ``steps * pgd_step_size`` must reach ``epsilon``, or
+            PGD could not reach the ball's boundary from ``x`` (checked when built: an L∞ step
+            left unchanged under an L2 radius is a common slip).
         random_start: PGD starts from a uniform point of the ball.
         sweep_attack: the attack run at ``epsilon * f`` for each ``f`` in ``sweep_fractions``;
             its full-ε point reuses the main result when the attack is also in ``attacks``.
@@ -121,7 +136,8 @@ class RobustnessEvaluation:
         seed: seed of the attacks' random starts.
     """
 
-    epsilon: float = attrs.field(default=0.031, validator=validation.in_closed_range(0.0, 1.0, "an L-inf radius in pixel units"))
+    epsilon: float = attrs.field(default=0.031, validator=check_radius)
+    norm: str = attrs.field(default="Linf", validator=validation.one_of(*NORMS))
     attacks: Tuple[str, ...] = attrs.field(default=("fgsm", "pgd20"), converter=tuple, validator=_check_names)
     pgd_step_size: float = attrs.field(default=0.003, validator=validation.greater_than(0.0, "pixel units"))
     random_start: bool = attrs.field(default=True, validator=boolean)
@@ -132,10 +148,22 @@ class RobustnessEvaluation:
     max_examples: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(validation.positive_int))
     seed: int = attrs.field(default=0, validator=validation.non_negative_int)
 
+    def __attrs_post_init__(self) -> None:
+        for name in dict.fromkeys((*self.attacks, self.sweep_attack)):
+            attack = self.build(name)
+            if isinstance(attack, PGDAttack) and attack.steps * attack.step_size < self.epsilon:
+                raise ValueError(
+                    f"RobustnessEvaluation: {name} moves at most steps * pgd_step_size = {attack.steps} * "
+                    f"{attack.step_size:g} = {attack.steps * attack.step_size:.4g} < epsilon = {self.epsilon:g} "
+                    f"({self.norm}), so it cannot reach the ball's boundary; use pgd_step_size >= epsilon / "
+                    f"{attack.steps} (2.5 * epsilon / steps = {2.5 * self.epsilon / attack.steps:.4g} is the usual choice)"
+                )
+
     def build(self, name: str, epsilon: Optional[float] = None) -> Attack:
         """The attack called ``name`` with this evaluation's settings (and ``epsilon`` if given)."""
         return attack_from_name(
-            name, self.epsilon if epsilon is None else epsilon, self.pgd_step_size, self.random_start, self.seed
+            name, self.epsilon if epsilon is None else epsilon, self.pgd_step_size, self.random_start, self.seed,
+            self.norm,
         )
 
     def check_available(self) -> None:
@@ -200,7 +228,7 @@ class RobustnessEvaluation:
                     with torch.no_grad():
                         correct[key] = correct.get(key, 0) + int((model(x_adv).argmax(dim=1) == y).sum())
                     seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
-                    in_ball[key] = in_ball.get(key, True) and _inside(x_adv, x, attack.epsilon)
+                    in_ball[key] = in_ball.get(key, True) and _inside(x_adv, x, attack)
         if count == 0:
             raise ValueError(f"cannot evaluate on {images.name}: it holds no images")
         accuracy = {key: value / count for key, value in correct.items()}

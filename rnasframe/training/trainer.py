@@ -141,7 +141,7 @@ class Trainer:
             (0.1; the paper trains on all 50,000: 0 does that and selects the last epoch).
         selection: metric of checkpoint selection on the held-out part: ``"auto"`` (clean accuracy
             for standard training, PGD-10 accuracy for robust objectives), ``"clean"`` or an attack
-            name such as ``"pgd10"`` (ε of :attr:`evaluation`, step 2.5·ε/K, random start).
+            name such as ``"pgd10"`` (ε and norm of :attr:`evaluation`, step 2.5·ε/K, random start).
         selection_max_examples: evaluate selection on at most this many held-out images.
         evaluation: the final robustness evaluation on the test set.
         seed: seeds Python, NumPy and torch, the split and the batch order.
@@ -200,7 +200,7 @@ class Trainer:
             name = "pgd10" if self.objective.robust else "clean"
         if name == "clean":
             return None
-        return attack_from_name(name, self.evaluation.epsilon, None, True, self.seed)
+        return attack_from_name(name, self.evaluation.epsilon, None, True, self.seed, self.evaluation.norm)
 
     def _selection_description(self, held_out: int) -> str:
         if held_out == 0:
@@ -208,7 +208,7 @@ class Trainer:
         attack = self.selection_attack()
         if attack is None:
             return f"clean accuracy on {held_out} held-out training images"
-        settings = ", ".join(f"{k}={v}" for k, v in attack.settings().items() if k not in ("name", "norm"))
+        settings = ", ".join(f"{k}={v}" for k, v in attack.settings().items() if k != "name")
         return f"{attack_label(attack.name)} accuracy ({settings}) on {held_out} held-out training images"
 
     def _split(self, n: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
