@@ -6,10 +6,14 @@ Typical use::
 
     report = RobustnessEvaluation(epsilon=0.031, attacks=("fgsm", "pgd20")).evaluate(model, test_images)
     print(report.clean, report.attacks, report.sane)
+
+Every attack works in the L∞ ball (the paper's threat model) or the L2 ball
+(``RobustnessEvaluation(norm="L2", epsilon=0.5, pgd_step_size=0.0625)``, ``examples/eval_l2.gin``).
 """
 
 from rnasframe.robustness.attacks import (
     ATTACK_NAMES,
+    NORMS,
     Attack,
     AutoAttackStandard,
     FGSMAttack,
@@ -24,6 +28,7 @@ from rnasframe.robustness.sanity import SanityCheck, check_robustness
 
 __all__ = [
     "ATTACK_NAMES",
+    "NORMS",
     "Attack",
     "AutoAttackStandard",
     "FGSMAttack",

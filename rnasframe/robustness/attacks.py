@@ -125,7 +125,7 @@ class Attack(abc.ABC):
     """
 
     epsilon: float
-    #: The threat model, ``"Linf"`` or ``"L2"`` (class default ``"Linf"`` for subclasses without the field).
+    # The threat model, "Linf" or "L2"; a class default for subclasses without the field.
     norm: str = "Linf"
 
     @property
