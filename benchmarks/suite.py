@@ -13,6 +13,9 @@ Sections (each can be skipped):
   (order, batch) run interleaved in one subprocess; FLOPs per iteration.
 * ``memory``: peak memory of one search iteration, one subprocess per configuration (CPU: peak
   resident set size above the resident size before the first step; CUDA: peak allocated bytes).
+* ``throughput``: images/s of training DARTS_V2 from scratch (standard and PGD-7 adversarial
+  training steps, as the trainer runs them) and of PGD-20 evaluation, at the paper's evaluation
+  size (C=36, 20 cells) unless ``--train-channels``/``--train-layers`` say otherwise.
 * ``micro`` (off by default): the depthwise-convolution kernels, oneDNN vs the reformulations.
 
 FLOPs are ``2 x multiply-accumulates`` of convolutions and matrix products only (forward and the
@@ -27,6 +30,7 @@ about 2 % more multiply-adds, reported separately as ``executed``).
     python benchmarks/suite.py --quick                     # small supernet, a few minutes on 2 cores
     python benchmarks/suite.py                             # C=16, 8 cells, batches 16 and 64, both orders
     python benchmarks/suite.py --orders first --batches 64 --methods darts,uniform --json out.json
+    python benchmarks/suite.py --sections throughput --train-batch 64 --eval-batch 64
 """
 
 from __future__ import annotations
@@ -239,6 +243,94 @@ def memory(args: argparse.Namespace, order: str, batch: int) -> Dict[str, Dict[s
     return table
 
 
+# --------------------------------------------------------------------------- training and evaluation
+
+
+def throughput(args: argparse.Namespace) -> Dict[str, Any]:
+    """Images/s of training a derived network from scratch and of evaluating it under PGD-20.
+
+    The network is DARTS_V2 built by :meth:`DartsSpace.network` with ``--train-channels`` and
+    ``--train-layers`` (36 and 20: the paper's evaluation network) and the auxiliary head. One
+    training step is what :class:`~rnasframe.training.Trainer` runs: the objective (standard
+    training, CE + 0.4 x auxiliary CE; and PGD-7 adversarial training), backward, gradient
+    clipping and an SGD step with momentum and weight decay, drop path 0.2, train mode. The
+    evaluation step is PGD-20 (ε = 0.031, step 0.003, random start) plus the forward pass that
+    scores it, in eval mode, as :class:`~rnasframe.robustness.RobustnessEvaluation` runs it. The
+    three runs are interleaved, ``--warmup`` + ``--repeats`` rounds; medians are reported.
+    """
+    from rnasframe.interfaces import InputSpec
+    from rnasframe.perturbations import LinfBall, PGDMaximizer
+    from rnasframe.robustness import PGDAttack, model_mode
+    from rnasframe.spaces.darts import DartsSpace, genotypes
+    from rnasframe.training import AdversarialTraining, StandardTraining
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    space = DartsSpace()
+    spec = InputSpec((3, args.size, args.size))
+    model = space.network(
+        genotypes.DARTS_V2, 10, spec, channels=args.train_channels, layers=args.train_layers, auxiliary=True,
+        drop_path_prob=0.2,
+    ).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    objectives = {
+        "standard": StandardTraining(),
+        "adversarial_pgd7": AdversarialTraining(
+            perturbation=PGDMaximizer(ball=LinfBall(epsilon=0.031), steps=7, step_size=0.01, random_start=True)
+        ),
+    }
+    x_train = torch.rand(args.train_batch, 3, args.size, args.size, device=device)
+    y_train = torch.randint(0, 10, (args.train_batch,), device=device)
+    x_eval = torch.rand(args.eval_batch, 3, args.size, args.size, device=device)
+    y_eval = torch.randint(0, 10, (args.eval_batch,), device=device)
+    attack = PGDAttack(epsilon=0.031, steps=20, step_size=0.003, random_start=True)
+
+    def train_step(name: str) -> Callable[[], None]:
+        def run() -> None:
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            objectives[name](model, x_train, y_train, 0.4).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+
+        return run
+
+    def evaluate_step() -> None:
+        with model_mode(model, training=False):
+            x_adv = attack(model, x_eval, y_eval)
+            with torch.no_grad():
+                model(x_adv).argmax(dim=1)
+
+    runs: Dict[str, Callable[[], None]] = {name: train_step(name) for name in objectives}
+    runs["pgd20_evaluation"] = evaluate_step
+    batches = {"standard": args.train_batch, "adversarial_pgd7": args.train_batch, "pgd20_evaluation": args.eval_batch}
+    flops = {name: count_flops(run) for name, run in runs.items()}
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    peaks: List[float] = []
+    for index in range(args.warmup + args.repeats):
+        peaks.append(matmul_gflops(device))
+        for name, run in runs.items():
+            seconds = search_step.timed(run, device)
+            if index >= args.warmup:
+                times[name].append(seconds)
+    peak = _median(peaks)
+    result: Dict[str, Any] = {
+        "channels": args.train_channels, "layers": args.train_layers, "peak_gflops": peak,
+        "params_millions": sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n) / 1e6,
+    }
+    for name in runs:
+        median = _median(times[name])
+        result[name] = {
+            "batch": batches[name],
+            "median_s": median,
+            "times_s": times[name],
+            "images_per_s": batches[name] / median,
+            "flops": flops[name],
+            "fraction_of_peak": flops[name] / median / 1e9 / peak,
+        }
+    return result
+
+
 # --------------------------------------------------------------------------- micro benchmarks
 
 
@@ -358,6 +450,19 @@ def print_report(report: Dict[str, Any]) -> None:
             print(f"\npeak memory of one iteration, {order}-order, batch {batch}")
             for key, r in table.items():
                 print(f"  {key:<16}{r['peak_mib']:>10.0f} MiB (process peak {r['peak_rss_mib']:.0f} MiB)")
+    if report.get("throughput"):
+        t = report["throughput"]
+        print(
+            f"\ntraining from scratch and evaluation: DARTS_V2, C={t['channels']}, {t['layers']} cells, "
+            f"{t['params_millions']:.2f} M parameters (matmul peak {t['peak_gflops']:.1f} GFLOP/s)"
+        )
+        print(f"  {'step':<20}{'batch':>6}{'median s':>10}{'images/s':>10}{'GFLOP':>8}{'% peak':>8}")
+        for name in ("standard", "adversarial_pgd7", "pgd20_evaluation"):
+            r = t[name]
+            print(
+                f"  {name:<20}{r['batch']:>6}{r['median_s']:>10.3f}{r['images_per_s']:>10.2f}"
+                f"{r['flops'] / 1e9:>8.1f}{100 * r['fraction_of_peak']:>8.1f}"
+            )
     if report.get("micro"):
         print("\ndepthwise convolution fwd + both grads, oneDNN vs reformulated (ms)")
         for r in report["micro"]:
@@ -376,7 +481,13 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(search_step.METHODS))
     parser.add_argument("--orders", default="first,second", help="first and/or second")
     parser.add_argument("--options", default="plain,fast", help="supernet implementations to compare")
-    parser.add_argument("--sections", default="fwd-bwd,search,memory", help="fwd-bwd, search, memory, micro")
+    parser.add_argument(
+        "--sections", default="fwd-bwd,search,memory,throughput", help="fwd-bwd, search, memory, throughput, micro"
+    )
+    parser.add_argument("--train-channels", type=int, default=36, help="C of the network trained from scratch")
+    parser.add_argument("--train-layers", type=int, default=20, help="cells of the network trained from scratch")
+    parser.add_argument("--train-batch", type=int, default=32, help="batch of the training-throughput section")
+    parser.add_argument("--eval-batch", type=int, default=32, help="batch of the PGD-20 evaluation section")
     parser.add_argument("--memory-orders", default=None, help="orders of the memory section (default: --orders)")
     parser.add_argument("--json", default=None, help="also write the report to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -391,6 +502,7 @@ def main() -> None:
 
     if args.quick:
         args.channels, args.layers, args.pgd_steps = 8, 5, 3
+        args.train_channels, args.train_layers, args.train_batch, args.eval_batch = 16, 8, 16, 16
         args.repeats = min(args.repeats, 2)
         args.batches = args.batches or "8,16"
     args.batches = [int(b) for b in (args.batches or "16,64").split(",")]
@@ -417,6 +529,8 @@ def main() -> None:
         report["search"] = {o: {str(b): search(args, o, b) for b in args.batches} for o in args.orders}
     if "memory" in sections:
         report["memory"] = {o: {str(b): memory(args, o, b) for b in args.batches} for o in args.memory_orders}
+    if "throughput" in sections:
+        report["throughput"] = throughput(args)
     report["load_average_end"] = _load_average()
     report["wall_s"] = time.perf_counter() - started
     print_report(report)
