@@ -160,8 +160,10 @@ def train_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path
     """Parse flags and gin, train a genotype from scratch, evaluate it, print the robustness table.
 
     Flags: those of :func:`build_parser` plus ``--genotype`` (a ``genotype.json``, a search's run
-    folder or a published name such as ``DARTS_V2``). Returns the exit status (0 on success, 2 on a
-    configuration or input error, 130 on Ctrl-C).
+    folder or a published name such as ``DARTS_V2``). Under ``torchrun`` every process runs this;
+    training is data-parallel (``Trainer.batch_size`` is the global batch), rank 0 alone evaluates
+    and prints the table. Returns the exit status (0 on success, 2 on a configuration or input
+    error, such as a batch that does not split evenly over the processes; 130 on Ctrl-C).
     """
     parser = build_parser("Train a searched genotype from scratch and evaluate its robustness (gin-configured).")
     parser.add_argument(
@@ -183,7 +185,13 @@ def train_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path
             "no genotype to train: pass --genotype (a genotype.json, a search's run folder or a name such as "
             "DARTS_V2) or bind Trainer.genotype"
         )
+    try:
+        trainer.check_world_size(int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError as error:
+        return _fail(str(error))
     result = _guarded(lambda: trainer.run(run_dir, resume=args.resume), run_dir)
+    if os.environ.get("RANK", "0") != "0":  # data-parallel runs: rank 0 evaluates and reports
+        return 0
     assert result is not None
     _print_results(result)
     return 0

@@ -119,11 +119,17 @@ def average_tensors(tensors: Sequence[Tensor]) -> None:
 
 
 def all_reduce_mean(values: dict) -> dict:
-    """Average a dict of floats over ranks (same keys on every rank)."""
+    """Average a dict of floats over ranks (same keys on every rank).
+
+    The values travel in a tensor on this rank's CUDA device under NCCL (which reduces CUDA
+    tensors only), on the CPU otherwise.
+    """
     if not _active():
         return values
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    nccl = dist.get_backend() == dist.Backend.NCCL
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor /= dist.get_world_size()
     return {k: float(v) for k, v in zip(keys, tensor.tolist())}

@@ -5,6 +5,9 @@ The loop mirrors the search engine's: a run folder with ``config.gin``, ``operat
 (``--resume`` continues bit-exactly); ``best.pt`` beside it, the epoch selected on a held-out
 split of the *training* images. The test set is loaded once, after the last epoch, to evaluate
 ``best.pt`` (clean, FGSM, PGD-20, sanity checks) into ``results.json`` and ``results.md``.
+
+Training runs data-parallel under ``torchrun`` as the search does (see :mod:`rnasframe.distributed`
+and the :class:`Trainer` docstring): ``torchrun --nproc_per_node=4 examples/train_cifar10.py ...``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rnasframe import validation
+from rnasframe import distributed, validation
 from rnasframe.bilevel import WeightOptimizerSettings
 from rnasframe.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
 from rnasframe.data.images import LabeledImages
@@ -119,6 +122,42 @@ class Trainer:
     3e-4, gradient clip 5, cutout 16, auxiliary tower weight 0.4, drop path probability 0.3
     ramped linearly from 0 over the epochs (epoch ``e`` uses ``0.3 * e / epochs``, as DARTS).
 
+    **Data-parallel training.** Under ``torchrun`` (``WORLD_SIZE`` > 1) :meth:`run` joins the
+    process group (NCCL on CUDA, one GPU per process; gloo on the CPU) and trains as the search
+    does, without DistributedDataParallel (see :mod:`rnasframe.distributed`):
+
+    * :attr:`batch_size` is the *global* batch, split evenly: it must be a multiple of the number
+      of processes (checked before anything else, :meth:`check_world_size`). Every rank draws
+      and augments the same global batch from the one :attr:`seed` and takes its own disjoint
+      shard, so the batches do not depend on the number of processes.
+    * Every rank builds the network from the same seed, then takes rank 0's parameters and
+      buffers. Before every optimizer step the gradients are averaged over ranks with one
+      all-reduce (what DDP computes; the objective's loss is a mean over the shard and the shards
+      are equal), and gradient clipping is applied to the averaged gradient, so every rank clips
+      and steps identically and the weights stay identical after every step.
+    * Adversarial and TRADES objectives: each rank computes ``x'`` for its own shard (PGD is per
+      example), as under DDP. Random draws (drop path, PGD's random start) differ per rank, seeded
+      per (seed, rank, epoch).
+    * BatchNorm normalizes with each rank's own shard statistics (no SyncBatchNorm, as in the
+      search and under DDP), so a run on N processes differs from a one-process run by that
+      alone. At the end of every epoch the running means and variances are averaged over ranks
+      (as timm's ``distribute_bn``), so that all ranks hold one network again; then the
+      parameters and all buffers are checked to be bit-identical on every rank
+      (:func:`~rnasframe.distributed.check_identical`; the run fails otherwise).
+    * Rank 0 alone writes the run folder: logs, tensorboardX events, ``config.gin``,
+      ``genotype.json``, ``checkpoint.pt`` (it records ``world_size``), ``best.pt``,
+      ``results.json`` and ``results.md``; logged metrics are averaged over ranks.
+    * Checkpoint selection runs on rank 0 only, unsharded (the same held-out images and attack
+      seed as in a one-process run), while the other ranks wait at a barrier. The final
+      robustness evaluation also runs on rank 0 only: the other ranks return ``None`` from
+      :meth:`run` as soon as the last checkpoint is written (a long evaluation such as AutoAttack
+      would outlast the process group's 30-minute collective timeout if they waited at a
+      barrier). Neither is sharded: their cost is small next to training's, and they are
+      computed exactly as in a one-process run.
+    * A checkpoint resumes on any number of processes (the run folder must be on a file system
+      every node sees); the resumed run is bit-exact on the same number, since every rank
+      re-seeds at each epoch and holds the checkpoint's weights and statistics.
+
     Args:
         space: the search space that builds the network (default: DARTS' space).
         genotype: what to train (see :func:`~rnasframe.training.genotypes.resolve_genotype`): a
@@ -129,7 +168,8 @@ class Trainer:
         objective: :class:`~rnasframe.training.StandardTraining` (default),
             :class:`~rnasframe.training.AdversarialTraining` or :class:`~rnasframe.training.TradesTraining`.
         epochs: training epochs (600).
-        batch_size: examples per batch (96).
+        batch_size: examples per batch (96); under ``torchrun`` the global batch, split evenly
+            across the processes.
         channels: initial channels ``C`` of the network (36).
         layers: number of cells (20).
         auxiliary_weight: weight of the auxiliary tower's cross-entropy (0.4); 0 builds no tower.
@@ -224,6 +264,30 @@ class Trainer:
             auxiliary=network["auxiliary"], drop_path_prob=0.0,
         )
 
+    def check_world_size(self, world_size: int) -> None:
+        """Check that the global batch splits evenly over ``world_size`` data-parallel processes.
+
+        :meth:`run` calls this before it reads anything; the command line calls it before
+        training starts, so that a bad combination fails in one line on every rank.
+
+        Args:
+            world_size: the number of processes (``torchrun``'s ``WORLD_SIZE``; 1 when not
+                distributed).
+
+        Raises:
+            ValueError: ``world_size`` is below 1, or :attr:`batch_size` is smaller than it or
+                not a multiple of it.
+        """
+        if world_size < 1:
+            raise ValueError(f"the number of processes must be >= 1, got {world_size}")
+        if self.batch_size % world_size:
+            suggestion = max(world_size, round(self.batch_size / world_size) * world_size)
+            raise ValueError(
+                f"Trainer.batch_size={self.batch_size} is the global batch, split evenly across the "
+                f"{world_size} processes: it must be a multiple of {world_size} (at least {world_size}), "
+                f"e.g. Trainer.batch_size = {suggestion}"
+            )
+
     def run(
         self,
         run_dir: os.PathLike[str] | str,
@@ -232,18 +296,27 @@ class Trainer:
     ) -> Optional[TrainResult]:
         """Train, select, evaluate; write everything to ``run_dir``; return the result when done.
 
+        Under ``torchrun`` every process calls this with the same arguments (see the class
+        docstring); a process group that already exists is used as it is.
+
         Args:
             run_dir: the run folder; one that holds a checkpoint is only reused with ``resume``.
             resume: continue from ``run_dir``'s checkpoint (the genotype is then taken from it
-                when none is given).
+                when none is given), on any number of processes.
             stop_after_epoch: stop (as if interrupted) once this many epochs are done; returns
                 ``None`` then.
+
+        Returns:
+            The result on rank 0 (the only process of a plain run); ``None`` when stopped by
+            ``stop_after_epoch``, and on the other ranks of a data-parallel run, which leave once
+            training is done while rank 0 evaluates.
 
         Raises:
             FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false.
             CheckpointError: a missing, truncated or foreign checkpoint, or one of another
                 genotype or data split.
-            ValueError: no genotype, an invalid one, or a batch larger than the data.
+            ValueError: no genotype, an invalid one, a batch larger than the data, or a batch that
+                does not split evenly over the processes.
         """
         run_dir = Path(run_dir)
         checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -252,6 +325,7 @@ class Trainer:
                 f"{run_dir} already holds a training run ({CHECKPOINT_NAME}); pass --resume to continue it "
                 f"or choose another --run_dir"
             )
+        self.check_world_size(_launch_world_size())
         self.evaluation.check_available()
         checkpoint = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT) if resume else None
         if self._resolved is not None:
@@ -268,6 +342,27 @@ class Trainer:
                 f"--genotype or with the same one"
             )
         device = resolve_device(self.device)
+        owns_group = not distributed.world_size() > 1 and _launch_world_size() > 1
+        device = distributed.initialize_from_environment(device) or device
+        try:
+            return self._run(run_dir, checkpoint, genotype, genotype_dict, name, device, stop_after_epoch)
+        finally:
+            if owns_group:
+                torch.distributed.destroy_process_group()
+
+    def _run(
+        self,
+        run_dir: Path,
+        checkpoint: Optional[Dict[str, Any]],
+        genotype: Any,
+        genotype_dict: Dict[str, Any],
+        name: str,
+        device: torch.device,
+        stop_after_epoch: Optional[int],
+    ) -> Optional[TrainResult]:
+        world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
+        self.check_world_size(world)
+        checkpoint_path = run_dir / CHECKPOINT_NAME
         seed_everything(self.seed)
 
         train_images = self.data.load_train()
@@ -284,6 +379,7 @@ class Trainer:
             "auxiliary": self.auxiliary_weight > 0,
         }
         model = self._build(genotype, network).to(device)
+        distributed.broadcast_module(model)
         settings = self.optimizer
         sgd = torch.optim.SGD(
             model.parameters(), lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay
@@ -291,7 +387,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=self.epochs, eta_min=settings.min_learning_rate)
         loader = BatchLoader(
             train_images.subset(train_idx, "training part"), self.batch_size, seed=self.seed,
-            augmentation=self.augmentation, drop_last=True, device=device,
+            augmentation=self.augmentation, drop_last=True, device=device, rank=rank, world_size=world,
         )
         held_out: Optional[LabeledImages] = None if valid_idx is None else train_images.subset(valid_idx, "held-out part")
         steps = len(loader)
@@ -304,20 +400,22 @@ class Trainer:
         selection = self._selection_description(0 if held_out is None else len(held_out))
         selector = self.selection_attack()
 
-        folder = RunFolder(run_dir)
+        folder = RunFolder(run_dir, enabled=main)
         history: List[float] = []
         start_epoch = 0
         best: Dict[str, Any] = {}
         metrics: Dict[str, float] = {}
         try:
             if checkpoint is None:
-                _write_config(folder)
+                if main:
+                    _write_config(folder)
                 folder.write_json("genotype.json", genotype_dict)
                 folder.log(
                     f"training {name} from scratch: {self.epochs} epochs, {steps} steps/epoch, batch "
                     f"{self.batch_size}, {len(train_idx)} training + {0 if held_out is None else len(held_out)} "
                     f"held-out images, {count_parameters_millions(model):.3f} M parameters, objective "
                     f"{self.objective.describe()['name']}, device {device_description(device)}"
+                    + (f", {world} processes ({self.batch_size // world} examples each per batch)" if world > 1 else "")
                 )
                 folder.log(f"checkpoint selection: {selection}")
                 folder.log(f"genotype: {genotype}")
@@ -330,20 +428,34 @@ class Trainer:
                 history = list(checkpoint["seconds_per_epoch"])
                 best = dict(checkpoint["best"])
                 metrics = dict(checkpoint.get("metrics", {}))
-                folder.log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+                written_by = int(checkpoint.get("world_size", 1))
+                folder.log(
+                    f"resumed from {checkpoint_path} after epoch {start_epoch}"
+                    + (f" on {world} process(es), written by {written_by}" if world != written_by else "")
+                )
             for epoch in range(start_epoch, self.epochs):
                 if stop_after_epoch is not None and epoch >= stop_after_epoch:
                     folder.log(f"stopped after epoch {epoch}; resume with --resume --run_dir {run_dir}")
                     return None
+                if world > 1:  # each rank its own noise (drop path, PGD starts), reproducible per (seed, rank, epoch)
+                    seed_everything(self.seed + 1_000_003 * rank + 7_919 * epoch)
                 started = time.perf_counter()
                 if hasattr(model, "drop_path_prob"):
                     model.drop_path_prob = self.drop_path_prob * epoch / self.epochs
-                metrics = self._train_epoch(model, sgd, loader, epoch, steps)
+                metrics = distributed.all_reduce_mean(self._train_epoch(model, sgd, loader, epoch, steps))
+                for key, value in metrics.items():  # after the reduction: every rank stops together
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"metric {key} became {value} in epoch {epoch + 1}; the training diverged")
                 metrics["lr"] = float(sgd.param_groups[0]["lr"])
                 metrics["drop_path_prob"] = float(getattr(model, "drop_path_prob", 0.0))
                 scheduler.step()
+                if world > 1:
+                    _average_running_statistics(model)
+                    distributed.check_identical(
+                        [*model.parameters(), *model.buffers()], "network weights or BatchNorm statistics"
+                    )
                 value: Optional[float] = None
-                if held_out is not None:
+                if held_out is not None and main:
                     value = attack_accuracy(
                         model, held_out, selector, self.evaluation.batch_size, device, self.seed,
                         self.selection_max_examples,
@@ -354,29 +466,33 @@ class Trainer:
                 seconds = time.perf_counter() - started
                 history.append(seconds)
                 metrics["epoch_seconds"] = seconds
-                improved = not best or value is None or value > best["value"]
-                if improved:
-                    best = {"epoch": epoch + 1, "value": value}
+                if main:
+                    improved = not best or value is None or value > best["value"]
+                    if improved:
+                        best = {"epoch": epoch + 1, "value": value}
+                        save_atomic(
+                            {"format": BEST_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                             "selection": {"metric": selection, "value": value}, "genotype": genotype_dict,
+                             "network": network, "model_name": name},
+                            run_dir / BEST_NAME,
+                        )
+                    folder.scalars(metrics, epoch + 1)
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                    folder.log(f"epoch {epoch + 1}/{self.epochs}: {shown}{' (best so far)' if improved else ''}")
                     save_atomic(
-                        {"format": BEST_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
-                         "selection": {"metric": selection, "value": value}, "genotype": genotype_dict,
-                         "network": network, "model_name": name},
-                        run_dir / BEST_NAME,
+                        {
+                            "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                            "optimizer": sgd.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": capture_rng_state(), "split": {"train": train_idx, "seed": self.seed},
+                            "seconds_per_epoch": history, "metrics": metrics, "best": best,
+                            "genotype": genotype_dict, "network": network, "model_name": name,
+                            "selection": selection, "objective": self.objective.describe(), "world_size": world,
+                        },
+                        checkpoint_path,
                     )
-                folder.scalars(metrics, epoch + 1)
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-                folder.log(f"epoch {epoch + 1}/{self.epochs}: {shown}{' (best so far)' if improved else ''}")
-                save_atomic(
-                    {
-                        "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
-                        "optimizer": sgd.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": capture_rng_state(), "split": {"train": train_idx, "seed": self.seed},
-                        "seconds_per_epoch": history, "metrics": metrics, "best": best,
-                        "genotype": genotype_dict, "network": network, "model_name": name,
-                        "selection": selection, "objective": self.objective.describe(),
-                    },
-                    checkpoint_path,
-                )
+                distributed.barrier()  # the other ranks wait for the selection and the checkpoint
+            if not main:
+                return None  # rank 0 alone evaluates; see the class docstring
             return self._evaluate(folder, device, checkpoint_name=BEST_NAME)
         except KeyboardInterrupt:
             folder.log(
@@ -434,6 +550,7 @@ class Trainer:
         history = list(training["seconds_per_epoch"])
         best = training["best"]
         params = count_parameters_millions(model)
+        processes = int(training.get("world_size", 1))  # of the last epoch; older checkpoints: 1
         payload = {
             "model": name,
             "genotype": state["genotype"],
@@ -442,10 +559,11 @@ class Trainer:
             "data": test_images.name,
             "checkpoint": f"{checkpoint_name} (epoch {state['epoch']} of {training['epoch']} trained)",
             "seed": self.seed,
-            "device": device_description(device),
+            "device": device_description(device) + (f" (trained on {processes} processes)" if processes > 1 else ""),
             "training": {
                 "objective": training["objective"],
                 "epochs": int(training["epoch"]),
+                "processes": processes,
                 "selection": training["selection"],
                 "best_epoch": best.get("epoch"),
                 "selection_value": best.get("value"),
@@ -476,20 +594,40 @@ class Trainer:
         meter = MetricMeter()
         clip = self.optimizer.grad_clip
         batches = itertools.islice(loader.epoch(epoch), steps)
-        progress = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False, disable=None)
+        progress = tqdm(
+            batches, total=steps, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False,
+            disable=None if distributed.is_main_process() else True,
+        )
         for x, y in progress:
             sgd.zero_grad(set_to_none=True)
             output = self.objective(model, x, y, self.auxiliary_weight)
             output.loss.backward()
+            distributed.average_gradients(model.parameters())  # before clipping: every rank clips alike
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             sgd.step()
             meter.update(output.metrics, weight=int(y.shape[0]))
-        means = meter.means()
-        for key, value in means.items():
-            if not math.isfinite(value):
-                raise FloatingPointError(f"metric {key} became {value} in epoch {epoch + 1}; the training diverged")
-        return means
+        return meter.means()
+
+
+def _launch_world_size() -> int:
+    """The number of processes of this run: the process group's, else ``torchrun``'s ``WORLD_SIZE``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return distributed.world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _average_running_statistics(model: nn.Module) -> None:
+    """Average BatchNorm's running means and variances over ranks (no-op when not distributed).
+
+    Only floating-point buffers named ``running_mean`` or ``running_var`` are averaged; the others
+    (``num_batches_tracked``, constants) are identical on every rank already.
+    """
+    statistics = [
+        buffer for buffer_name, buffer in model.named_buffers()
+        if buffer_name.rsplit(".", 1)[-1] in ("running_mean", "running_var") and buffer.is_floating_point()
+    ]
+    distributed.average_tensors(statistics)
 
 
 def _write_config(folder: RunFolder) -> None:
