@@ -198,6 +198,11 @@ def _subprocess(args: argparse.Namespace, worker: str, **overrides: Any) -> Dict
     settings = {**vars(args), **overrides}
     command = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--settings", json.dumps(settings)]
     completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode < 0:  # killed by a signal: SIGKILL is usually the kernel's out-of-memory killer
+        raise RuntimeError(
+            f"benchmark worker {worker} {overrides} was killed by signal {-completed.returncode} (out of memory? "
+            f"run fewer --methods/--options per call or a smaller batch)\n{completed.stderr[-4000:]}"
+        )
     if completed.returncode != 0:
         raise RuntimeError(f"benchmark worker {worker} {overrides} failed:\n{completed.stderr[-4000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
