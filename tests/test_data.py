@@ -103,3 +103,31 @@ def test_bad_images_are_rejected() -> None:
         LabeledImages(torch.full((2, 1, 4, 4), 2.0), torch.tensor([0, 1]), 10)
     with pytest.raises(ValueError, match="train_portion"):
         split_indices(10, 1.0, 0)
+
+
+def _resident_devices() -> list:
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    return devices
+
+
+@pytest.mark.parametrize("device", _resident_devices())
+@pytest.mark.parametrize("world_size, rank", [(1, 0), (2, 1)])
+def test_a_resident_loader_yields_the_same_batches_from_the_device(device: str, world_size: int, rank: int) -> None:
+    images = LabeledImages(torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (40,)), 10, "toy")
+    common = dict(
+        seed=3, augmentation=Augmentation(crop_padding=2, cutout=3), drop_last=True, device=device,
+        rank=rank, world_size=world_size,
+    )
+    copied = BatchLoader(images, 8, **common)
+    resident = BatchLoader(images, 8, resident=True, **common)
+    assert resident.data.images.device.type == device and resident.data.images.dtype == torch.uint8
+    assert images.images.device.type == "cpu"  # the source set is not moved
+    for epoch in (0, 1):
+        pairs = list(zip(copied.epoch(epoch), resident.epoch(epoch)))
+        assert len(pairs) == len(copied) == 5
+        for (x, y), (x_resident, y_resident) in pairs:
+            assert x_resident.device.type == device and x.shape[0] == 8 // world_size
+            torch.testing.assert_close(x_resident, x, rtol=0, atol=0)
+            assert torch.equal(y_resident, y)

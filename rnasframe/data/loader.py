@@ -115,6 +115,10 @@ class BatchLoader:
         world_size: number of processes; each global batch of ``batch_size`` examples (drawn and
             augmented identically on every rank) is split into ``world_size`` equal shards and
             this loader yields shard ``rank``. ``batch_size`` must be divisible by it.
+        resident: copy the whole set (as stored: uint8 stays uint8, 150 MB for CIFAR-10) to
+            ``device`` once, and gather, convert and augment every batch there, instead of copying
+            each batch from host memory. The batches are the same (the order and the augmentation
+            draws come from the same CPU generator). Useful on a GPU; a no-op on the CPU.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class BatchLoader:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        resident: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -138,13 +143,16 @@ class BatchLoader:
                 f"a data-parallel batch of {batch_size} must split evenly over {world_size} processes "
                 f"(and drop_last must be set)"
             )
+        self.device = torch.device(device)
+        self.resident = bool(resident)
+        if self.resident and data.images.device != self.device:
+            data = LabeledImages(data.images.to(self.device), data.labels.to(self.device), data.num_classes, data.name)
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.augmentation = augmentation
         self.drop_last = drop_last
-        self.device = torch.device(device)
         self.rank = rank
         self.world_size = world_size
 
@@ -160,6 +168,7 @@ class BatchLoader:
         for index in order.split(self.batch_size):
             if self.drop_last and index.numel() < self.batch_size:
                 break
+            index = index.to(self.data.images.device)
             x = self.data.pixels(index)
             if self.augmentation is not None:
                 x = self.augmentation(x, generator)
