@@ -361,7 +361,6 @@ class Trainer:
         stop_after_epoch: Optional[int],
     ) -> Optional[TrainResult]:
         world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
-        self.check_world_size(world)
         checkpoint_path = run_dir / CHECKPOINT_NAME
         seed_everything(self.seed)
 
