@@ -265,13 +265,17 @@ def test_fused_mixed_op_equals_plain(stride: int, size: int) -> None:
             torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(
-    "kernel, stride, size", [(3, 1, 8), (5, 1, 8), (5, 2, 9), (7, 1, 9), (5, 2, 8), (5, 1, 5)]
+    "kernel, stride, size", [(3, 1, 8), (3, 1, 2), (3, 2, 9), (5, 1, 8), (5, 2, 9), (7, 1, 9), (5, 2, 8), (5, 1, 5)]
 )
-def test_depthwise_conv2d_matches_conv2d(kernel: int, stride: int, size: int) -> None:
+def test_depthwise_conv2d_matches_conv2d(kernel: int, stride: int, size: int, channels_last: bool) -> None:
+    """Forward, input and weight gradients (float64) equal the native convolution's."""
     torch.manual_seed(0)
     pad = kernel // 2
-    x = torch.randn(2, 3, size, size, dtype=torch.float64).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     w = torch.randn(3, 1, kernel, kernel, dtype=torch.float64)
     outs, grads = [], []
     for fn in (lambda a, b: F.conv2d(a, b, None, stride, pad, 1, 3), lambda a, b: fastops.depthwise_conv2d(a, b, stride, pad)):
