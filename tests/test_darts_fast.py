@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import gin
 import pytest
@@ -40,14 +40,6 @@ SWITCHES = {
     "fused+depthwise": SupernetOptions(channels_last=False),
     "default": SupernetOptions(),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_supernet(

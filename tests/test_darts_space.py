@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Iterator, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import gin
 import pytest
@@ -25,15 +25,6 @@ from rnasframe.spaces.darts.supernet import MixedOp
 
 SMALL = dict(channels=4, layers=3)
 NONE = PRIMITIVES.index("none")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Run these many tiny convolutions on one thread (much faster, and stable on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_space() -> DartsSpace:
