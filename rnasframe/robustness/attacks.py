@@ -76,11 +76,14 @@ def norm_ball(norm: str, epsilon: float) -> Any:
     """The :class:`~rnasframe.interfaces.NormBall` of ``norm`` (``"Linf"`` or ``"L2"``) and radius ``epsilon``."""
     from rnasframe.perturbations import L2Ball, LinfBall
 
-    if norm == "Linf":
-        return LinfBall(epsilon=epsilon)
-    if norm == "L2":
-        return L2Ball(epsilon=epsilon)
-    raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(repr(n) for n in NORMS)}")
+    _check_norm(norm)
+    return LinfBall(epsilon=epsilon) if norm == "Linf" else L2Ball(epsilon=epsilon)
+
+
+def _check_norm(norm: str) -> None:
+    """Raise :class:`ValueError` naming ``norm`` and the valid norms unless it is one of :data:`NORMS`."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(repr(n) for n in NORMS)}")
 
 
 @contextlib.contextmanager
@@ -314,8 +317,7 @@ def attack_from_name(
     """
     if not isinstance(name, str):
         raise ValueError(f"an attack name must be a string, one of {', '.join(ATTACK_NAMES)}; got {name!r}")
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(repr(n) for n in NORMS)}")
+    _check_norm(norm)
     key = name.strip().lower()
     if key == "fgsm":
         return FGSMAttack(epsilon=epsilon, norm=norm)
