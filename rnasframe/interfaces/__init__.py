@@ -8,20 +8,30 @@ from rnasframe.interfaces.perturbation import (
     check_pixel_range,
 )
 from rnasframe.interfaces.regularizer import Regularizer, RegularizerOutput
-from rnasframe.interfaces.search_space import InputSpec, SearchSpace, Supernet
+from rnasframe.interfaces.search_space import (
+    InputSpec,
+    NetworkOutput,
+    Picture,
+    SearchSpace,
+    Supernet,
+    split_output,
+)
 from rnasframe.interfaces.similarity import Similarity
 
 __all__ = [
     "Batch",
     "BilevelOptimizer",
     "InputSpec",
+    "NetworkOutput",
     "NormBall",
     "Perturbation",
     "PerturbationObjective",
+    "Picture",
     "Regularizer",
     "RegularizerOutput",
     "SearchSpace",
     "Similarity",
     "Supernet",
     "check_pixel_range",
+    "split_output",
 ]

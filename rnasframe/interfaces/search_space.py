@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import abc
+import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from torch import nn
+import attrs
+from torch import Tensor, nn
 
-__all__ = ["SearchSpace", "Supernet", "InputSpec"]
+__all__ = ["SearchSpace", "Supernet", "InputSpec", "NetworkOutput", "Picture", "split_output"]
 
 #: ``(channels, height, width)`` of one input image.
 InputShape = Tuple[int, int, int]
@@ -47,6 +49,44 @@ class InputSpec:
 
     def __repr__(self) -> str:
         return f"InputSpec(shape={self.shape}, mean={self.mean}, std={self.std})"
+
+
+class NetworkOutput(NamedTuple):
+    """What a network with an auxiliary head returns in training mode.
+
+    Like torchvision's ``GoogLeNetOutputs``: networks return plain logits in evaluation mode and
+    whenever they have no auxiliary head, so attacks and metrics see a tensor; training losses
+    call :func:`split_output` to get both.
+
+    Attributes:
+        logits: the main classifier's logits, ``(batch, classes)``.
+        aux_logits: the auxiliary classifier's logits, or ``None``.
+    """
+
+    logits: Tensor
+    aux_logits: Optional[Tensor]
+
+
+def split_output(output: Union[Tensor, NetworkOutput]) -> Tuple[Tensor, Optional[Tensor]]:
+    """Return ``(logits, aux_logits)`` of a model's output, ``aux_logits`` ``None`` for a plain tensor."""
+    if isinstance(output, NetworkOutput):
+        return output.logits, output.aux_logits
+    if isinstance(output, Tensor):
+        return output, None
+    raise TypeError(f"a model must return a Tensor or a NetworkOutput, got {type(output).__name__}")
+
+
+@attrs.frozen
+class Picture:
+    """A picture a search space drew into the run folder, with the tag to log it under.
+
+    Attributes:
+        tag: the tensorboardX tag, e.g. ``"cell/normal"`` or ``"alpha/normal"``.
+        path: the PNG file.
+    """
+
+    tag: str
+    path: Path = attrs.field(converter=Path)
 
 
 class Supernet(nn.Module, abc.ABC):
@@ -89,7 +129,9 @@ class SearchSpace(abc.ABC):
     def network(self, genotype: Any, num_classes: int, input_spec: Optional[InputSpec] = None) -> nn.Module:
         """Build the stand-alone network of ``genotype`` (trained from scratch after the search).
 
-        Spaces add their own keyword-only options (channels, depth, ...).
+        Width, depth, auxiliary head and similar options are the space's own network
+        configuration (fields of the space, bound in gin), never arguments from the core. In
+        training mode a network with an auxiliary head returns a :class:`NetworkOutput`.
         """
 
     @abc.abstractmethod
@@ -100,18 +142,52 @@ class SearchSpace(abc.ABC):
     def genotype_from_dict(self, data: Mapping[str, Any]) -> Any:
         """Inverse of :meth:`genotype_to_dict`; raises :class:`ValueError` on invalid content."""
 
+    def resolve_genotype(self, text: str) -> Any:
+        """Return the genotype written as ``text`` in this space's own notation.
+
+        The default accepts the JSON text of :meth:`genotype_to_dict`; spaces add their published
+        names (``DARTS_V2``) or architecture strings. Raises :class:`ValueError` naming what is
+        allowed.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"{type(self).__name__} cannot read the genotype {text!r}: expected the JSON form of "
+                f"genotype_to_dict"
+            ) from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{type(self).__name__}: a genotype's JSON form is an object, got {text!r}")
+        return self.genotype_from_dict(data)
+
+    def set_epoch(self, network: nn.Module, epoch: int, epochs: int) -> None:
+        """Prepare ``network`` (built by :meth:`network`) for training epoch ``epoch`` of ``epochs``.
+
+        The trainer calls it before every epoch so that a space can run its own schedules (DARTS'
+        drop path probability, for example) without the trainer knowing them. The default does
+        nothing.
+        """
+
+    def genotype_metrics(self, genotype: Any) -> Mapping[str, float]:
+        """Return numbers known about ``genotype`` without training it (default: none).
+
+        The search logs them after every epoch and stores the last ones in ``results.json``; a
+        space with a tabulated benchmark returns the derived architecture's tabulated accuracies.
+        """
+        return {}
+
     def save_pictures(
         self,
         genotype: Any,
         alpha_history: Mapping[str, Sequence[Any]],
         folder: Union[str, "os.PathLike[str]"],
-    ) -> List[Path]:
+    ) -> List[Picture]:
         """Draw pictures of a search's state into ``folder`` (optional; the default draws none).
 
         The search engine calls this after each epoch with the run folder, so that a space can
         leave pictures there (of the derived cells, of how the architecture weights evolved) and
-        the engine can log them, without knowing anything about the space. Overriding it is
-        optional; pictures that already exist in ``folder`` should be replaced.
+        the engine can log each under its tag, without knowing anything about the space.
+        Overriding it is optional; pictures that already exist in ``folder`` should be replaced.
 
         Args:
             genotype: the architecture derived so far (the space's genotype type).
@@ -122,6 +198,6 @@ class SearchSpace(abc.ABC):
             folder: the folder to write into (it may not exist yet).
 
         Returns:
-            The paths of the pictures written (PNG files), ``[]`` when the space draws none.
+            The pictures written (PNG files with their tags), ``[]`` when the space draws none.
         """
         return []
