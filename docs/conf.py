@@ -40,6 +40,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "myst_parser",
     "gin_reference",  # docs/_ext: the configuration reference, generated from gin's registry
+    "autodoc_fixes",  # docs/_ext: cross-references by re-exported paths, attrs signatures
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
