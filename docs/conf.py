@@ -18,14 +18,15 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS / "_inventories"))
 
-import rnasframe  # noqa: E402  (the installed package; `pip install -e .[docs]`)
 from make_inventories import BASES as INVENTORY_BASES  # noqa: E402
+
+import rnasframe  # noqa: E402  (the installed package; `pip install -e .[docs]`)
 
 # -- Project ------------------------------------------------------------------------------------
 
 project = "rnasframe"
 author = "the rnasframe authors"
-copyright = "2026, the rnasframe authors"  # noqa: A001 - Sphinx' name
+copyright = "2026, the rnasframe authors"
 release = rnasframe.__version__
 version = ".".join(release.split(".")[:2])
 

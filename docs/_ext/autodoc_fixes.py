@@ -135,7 +135,7 @@ def _default(value: Any) -> str:
         return repr(value)
     try:
         made = value.factory() if not value.takes_self else None
-    except Exception:  # noqa: BLE001 - a factory that needs arguments is shown as such
+    except Exception:
         return "<factory>"
     text = repr(made)
     return text if made is not None and len(text) <= 40 else "<factory>"

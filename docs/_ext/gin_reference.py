@@ -38,7 +38,7 @@ def import_all() -> List[str]:
         for info in pkgutil.walk_packages(package.__path__, package_name + "."):
             try:
                 importlib.import_module(info.name)
-            except Exception as error:  # noqa: BLE001 - every failure is reported the same way
+            except Exception as error:
                 failed.append(f"{info.name} ({error})")
     return failed
 
@@ -94,7 +94,7 @@ def parameters(wrapped: Any) -> Iterator[Tuple[str, str, str]]:
             elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
                 try:
                     shown = _text(default.factory() if not default.takes_self else None)
-                except Exception:  # noqa: BLE001 - a factory that needs context is named instead
+                except Exception:
                     shown = f"made by ``{getattr(default.factory, '__qualname__', 'a factory')}()``"
             else:
                 shown = _text(default)
