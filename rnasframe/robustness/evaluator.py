@@ -116,7 +116,7 @@ def check_attack_radius(attack: Any, epsilon: float, where: str) -> None:
         ValueError: its ball's radius differs from ``epsilon``; the message names both values.
     """
     if not isinstance(attack, Perturbation):
-        raise TypeError(f"{where} must hold Perturbation objects such as FGSM(), PGD() or AutoAttack(), got {attack!r}")
+        raise TypeError(f"{where}: expected a Perturbation such as FGSM(), PGD() or AutoAttack(), got {attack!r}")
     ball = getattr(attack, "ball", None)
     if isinstance(ball, NormBall) and not math.isclose(ball.epsilon, epsilon, rel_tol=1e-9, abs_tol=1e-12):
         raise ValueError(
