@@ -18,7 +18,7 @@ from rnasframe.cli import evaluate_main, train_main
 from rnasframe.config import parse_gin
 from rnasframe.data import Augmentation, BatchLoader, CIFAR10Source, DigitsSource, LabeledImages
 from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
-from rnasframe.robustness import AutoAttack, RobustnessEvaluation
+from rnasframe.robustness import AutoAttack, RobustnessEvaluation, attack_name
 from rnasframe.similarity import KLSimilarity
 from rnasframe.spaces.darts import DartsSpace, genotypes
 from rnasframe.training import (
@@ -361,7 +361,7 @@ def test_paper_values_are_bound_in_the_training_files() -> None:
     assert isinstance(trades, TradesTraining) and trades.beta == 6.0 and isinstance(trades.similarity, KLSimilarity)
     gin.clear_config()
     parse_gin(["train.gin", "eval_autoattack.gin"], [], [EXAMPLES])
-    assert Trainer().evaluation.attacks == ("fgsm", "pgd20", "autoattack")
+    assert [attack_name(a) for a in Trainer().evaluation.attacks] == ["fgsm", "pgd20", "autoattack"]
 
 
 def test_cli_trains_prints_the_table_and_evaluates_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -390,12 +390,13 @@ def test_cli_reports_bad_input_in_one_line_with_exit_status_2(tmp_path: Path, ca
     assert "does not exist" in capsys.readouterr().err
     assert train_main([*base, "--genotype=DARTS", "--gin_param=RobustnessEvaluation.attacks = ('cw',)"], examples_dir=EXAMPLES) == 2
     err = capsys.readouterr().err
-    assert "unknown attack 'cw'; valid attacks: fgsm, pgd<K>" in err and err.count("\n") == 1
+    assert "RobustnessEvaluation.attacks: expected a Perturbation such as FGSM()" in err and err.count("\n") == 1
     adversarial = ["--gin_file=adv_train.gin", "--gin_file=train_smoke.gin", f"--run_dir={tmp_path / 'run'}", "--genotype=DARTS"]
     assert train_main([*adversarial, "--gin_param=PGDMaximizer.steps = 0"], examples_dir=EXAMPLES) == 2
     assert "PGDMaximizer.steps must be an integer >= 1, got 0" in capsys.readouterr().err
     assert train_main([*adversarial, "--gin_param=RobustnessEvaluation.epsilon = 2.0"], examples_dir=EXAMPLES) == 2
-    assert "RobustnessEvaluation.epsilon must be in [0, 1]" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the declared radius disagrees with the balls' (EPSILON not used)
+    assert "fgsm has a LinfBall of radius 0.031, but RobustnessEvaluation.epsilon = 2" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()  # nothing was started
     assert evaluate_main([f"--run_dir={tmp_path / 'absent'}"], examples_dir=EXAMPLES) == 2
     assert "does not exist" in capsys.readouterr().err
