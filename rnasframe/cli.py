@@ -264,7 +264,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[P
     if not run_dir.is_dir():
         return _fail(f"--run_dir {run_dir} does not exist (expected a training run folder)")
     if not saved.is_file():
-        return _fail(f"{saved} not found: --run_dir must be a training run folder written by rnas-train (examples/train_cifar10.py)")
+        return _fail(f"{saved} not found: --run_dir must be a training run folder written by rnas-train")
     bindings = list(args.gin_param)
     if args.attacks is not None:
         try:

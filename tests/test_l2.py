@@ -80,7 +80,8 @@ def test_l2_adversarial_training_and_l2_evaluation_run_end_to_end(tmp_path: Path
     adversarial = tmp_path / "adv_l2"
     with contextlib.redirect_stdout(out):
         code = train_main(
-            ["--gin_file=adv_train.gin", "--gin_file=adv_train_l2.gin", "--gin_file=train_smoke.gin", "--genotype=DARTS", f"--run_dir={adversarial}"],
+            ["--gin_file=adv_train.gin", "--gin_file=adv_train_l2.gin", "--gin_file=train_smoke.gin", "--genotype=DARTS",
+             f"--run_dir={adversarial}"],
             examples_dir=EXAMPLES,
         )
     assert code == 0

@@ -104,7 +104,7 @@ def attack_settings(attack: Perturbation) -> Dict[str, Any]:
     settings: Dict[str, Any] = {"name": attack_name(attack), "attack": type(attack).__name__}
     if not attrs.has(type(attack)):
         return {**settings, "repr": repr(attack)}
-    for key, value in attrs.asdict(attack, recurse=False).items():
+    for key, value in attrs.asdict(attack, recurse=False).items():  # type: ignore[arg-type]
         if isinstance(value, NormBall):
             settings.update(norm=ball_norm(value), epsilon=value.epsilon)
         else:

@@ -135,6 +135,11 @@ def _check_fractions(instance: "RobustnessEvaluation", attribute: "attrs.Attribu
         raise ValueError(f"RobustnessEvaluation.sweep_fractions must be increasing without repeats, got {value!r}")
 
 
+def _default_epsilon() -> float:
+    """The radius of the default ball, ``LinfBall()`` (0.031, or what gin binds to ``LinfBall.epsilon``)."""
+    return float(LinfBall().epsilon)
+
+
 def _default_attacks() -> Tuple[Perturbation, ...]:
     return (FGSM(), PGD())
 
@@ -157,7 +162,8 @@ class RobustnessEvaluation:
 
     Args:
         epsilon: the declared radius of the threat model, pixel units of [0, 1] images (paper,
-            L∞: 0.031; the usual CIFAR-10 L2 radius: 0.5, see ``eval_l2.gin``).
+            L∞: 0.031; the usual CIFAR-10 L2 radius: 0.5, see ``eval_l2.gin``). Default: the
+            radius of ``LinfBall()``, the default attacks' ball.
         attacks: the attacks (:class:`~rnasframe.interfaces.Perturbation` objects), keyed in the
             results by their ``name``: paper, Table 2: FGSM and PGD-20.
             :class:`~rnasframe.robustness.AutoAttack` is an optional extra.
@@ -172,7 +178,9 @@ class RobustnessEvaluation:
         seed: seed of the attacks' random starts.
     """
 
-    epsilon: float = attrs.field(default=0.031, validator=validation.at_least(0.0, "a radius in pixel units of [0, 1] images"))
+    epsilon: float = attrs.field(
+        factory=_default_epsilon, validator=validation.at_least(0.0, "a radius in pixel units of [0, 1] images")
+    )
     attacks: Tuple[Perturbation, ...] = attrs.field(factory=_default_attacks, converter=tuple)
     sweep_attack: Perturbation = attrs.field(factory=PGD)
     sweep_fractions: Tuple[float, ...] = attrs.field(default=(0.0, 0.25, 0.5, 1.0), converter=tuple, validator=_check_fractions)
@@ -191,9 +199,12 @@ class RobustnessEvaluation:
         names = [attack_name(attack) for attack in self.attacks]
         if len(set(names)) != len(names):
             raise ValueError(f"RobustnessEvaluation.attacks lists an attack name twice: {names}")
-        balls = {type(a.ball).__name__ for a in (*self.attacks, self.sweep_attack) if isinstance(getattr(a, "ball", None), NormBall)}
+        balls = {type(ball).__name__ for ball in (getattr(a, "ball", None) for a in (*self.attacks, self.sweep_attack))
+                 if isinstance(ball, NormBall)}
         if len(balls) > 1:
-            raise ValueError(f"RobustnessEvaluation: the attacks mix threat models ({', '.join(sorted(balls))}); use one ball for all")
+            raise ValueError(
+                f"RobustnessEvaluation: the attacks mix threat models ({', '.join(sorted(balls))}); use one ball for all"
+            )
         for attack in dict.fromkeys((*self.attacks, self.sweep_attack)):
             if isinstance(attack, PGDMaximizer) and attack.steps * attack.step_size < self.epsilon:
                 raise ValueError(
