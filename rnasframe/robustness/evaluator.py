@@ -104,7 +104,7 @@ def attack_accuracy(
 
 
 def check_attack_radius(attack: Any, epsilon: float, where: str) -> None:
-    """Raise unless ``attack`` is a :class:`Perturbation` whose ball (if any) has the radius ``epsilon``.
+    """Raise unless ``attack`` is a :class:`~rnasframe.interfaces.Perturbation` whose ball (if any) has radius ``epsilon``.
 
     Args:
         attack: the attack to check.
@@ -112,7 +112,7 @@ def check_attack_radius(attack: Any, epsilon: float, where: str) -> None:
         where: the field that holds ``attack``, for the message.
 
     Raises:
-        TypeError: ``attack`` is not a :class:`Perturbation`.
+        TypeError: ``attack`` is not a :class:`~rnasframe.interfaces.Perturbation`.
         ValueError: its ball's radius differs from ``epsilon``; the message names both values.
     """
     if not isinstance(attack, Perturbation):
