@@ -3,6 +3,8 @@ evaluation, and the command line's attack names become attack objects in one pla
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gin
 import pytest
 import torch
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from rnasframe.cli import attack_bindings
+from rnasframe.cli import attack_bindings, evaluate_main
 from rnasframe.config import parse_gin
 from rnasframe.interfaces import Perturbation
 from rnasframe.perturbations import FGSM, PGD, L2Ball, LinfBall, PGDMaximizer
@@ -143,3 +145,10 @@ def test_autoattack_takes_only_its_norms_and_a_classifier_objective() -> None:
     pytest.importorskip("pyautoattack")
     with pytest.raises(TypeError, match=r"AutoAttack attacks a classifier: call it with cross_entropy_objective"):
         AutoAttack()(torch.rand(2, 1, 2, 2), lambda z: z.sum())
+
+
+def test_a_bad_shorthand_on_the_command_line_exits_2_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.gin").write_text("")
+    assert evaluate_main([f"--run_dir={tmp_path}", "--attacks=fgsm,cw"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown attack 'cw' in --attacks; valid attacks: fgsm, pgd<K>" in err and err.count("\n") == 1
