@@ -183,7 +183,10 @@ def _as_history(history: Any, op_names: Sequence[str]) -> np.ndarray:
     """Validate ``history`` and return it as an ``(epochs, edges, ops)`` float array."""
     if isinstance(op_names, (str, bytes)) or not all(isinstance(name, str) for name in op_names):
         raise ValueError(f"op_names must be a sequence of operation names (str), got {op_names!r}")
-    epochs = [np.asarray(h.detach().cpu() if hasattr(h, "detach") else h, dtype=np.float64) for h in history]
+    try:
+        epochs = [np.asarray(h.detach().cpu() if hasattr(h, "detach") else h, dtype=np.float64) for h in history]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"history must hold numeric (edges, ops) arrays: {error}") from None
     if not epochs or any(e.ndim != 2 or e.shape != (epochs[0].shape[0], len(op_names)) for e in epochs):
         raise ValueError(f"history must be a non-empty list of (edges, {len(op_names)}) arrays, one per epoch, "
                          f"all of the same shape; got shapes {[e.shape for e in epochs]}")
