@@ -1,7 +1,7 @@
 """A tiny search space in one file: a chain of edges, each choosing one of three operations.
 
-The "Add a search space" tutorial (docs/tutorials/add_search_space.rst) builds this file step by
-step. Nothing outside it knows the space: ``tiny_space.gin`` beside it imports it and binds it to
+The "Add a search space" tutorial (docs/tutorials/search_space.rst) reads this file piece by
+piece. Nothing outside it knows the space: ``tiny_space.gin`` beside it imports it and binds it to
 the search engine and the trainer::
 
     python examples/rnas_cifar10.py --gin_file=uniform.gin --gin_file=smoke.gin --gin_file=examples/tiny_space.gin
