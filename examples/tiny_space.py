@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
 
 import attrs
 import gin
@@ -42,11 +42,15 @@ def _known_ops(instance: Any, attribute: Any, ops: Tuple[str, ...]) -> None:
         raise ValueError(f"ChainGenotype.ops must be a non-empty list of {', '.join(OPS)}; got {list(ops)!r}")
 
 
+def _as_tuple(ops: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(ops)
+
+
 @attrs.frozen
 class ChainGenotype:
     """One operation name per edge of the chain, first edge first."""
 
-    ops: Tuple[str, ...] = attrs.field(converter=tuple, validator=_known_ops)
+    ops: Tuple[str, ...] = attrs.field(converter=_as_tuple, validator=_known_ops)
 
     def __str__(self) -> str:
         return "-".join(self.ops)
@@ -55,11 +59,15 @@ class ChainGenotype:
 class _Body(nn.Module):
     """Normalization, a 3x3 stem to ``channels``, the edges given, global pooling and a linear classifier."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, edges: nn.ModuleList, channels: int, num_classes: int, spec: InputSpec) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))
-        self.stem = nn.Sequential(nn.Conv2d(spec.shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        stem = nn.Conv2d(spec.shape[0], channels, 3, padding=1, bias=False)
+        self.stem = nn.Sequential(stem, nn.BatchNorm2d(channels))
         self.edges = edges
         self.classifier = nn.Linear(channels, num_classes)
 
@@ -82,7 +90,7 @@ class TinySupernet(Supernet):
     def forward(self, x: Tensor) -> Tensor:
         h = self.body.features(x)
         for weights, ops in zip(torch.softmax(self.alpha, dim=-1), self.body.edges):
-            h = sum(w * op(h) for w, op in zip(weights, ops))
+            h = torch.stack([w * op(h) for w, op in zip(weights, cast(nn.ModuleList, ops))]).sum(dim=0)
         return self.body.logits(h)
 
     def weight_parameters(self) -> Iterator[nn.Parameter]:
@@ -156,7 +164,7 @@ class TinySpace(SearchSpace):
         return self._checked(ChainGenotype(text.strip().split("-")))
 
     def save_pictures(
-        self, genotype: ChainGenotype, alpha_history: Mapping[str, Sequence[Any]], folder: Union[str, "os.PathLike[str]"]
+        self, genotype: ChainGenotype, alpha_history: Mapping[str, Sequence[Any]], folder: "os.PathLike[str] | str"
     ) -> List[Picture]:
         """Draw the chain: input, one box per chosen operation, output."""
         names = ["input", *self._checked(genotype).ops, "logits"]

@@ -143,7 +143,8 @@ def test_alpha_evolution_has_one_panel_per_edge_and_a_legend(epochs: int) -> Non
     assert panels[0].get_title(loc="left") == "$c_{k-2}$ $\\rightarrow$ 0"
     assert panels[-1].get_title(loc="left") == "2 $\\rightarrow$ 3"
     winners = [axes.get_title(loc="right") for axes in panels]
-    assert winners == ([""] * 14 if epochs == 1 else [PRIMITIVES[int(np.argmax(row))] for row in random_history(epochs)[-1]])
+    last = random_history(epochs)[-1]  # one epoch: every weight 1/8, no winner
+    assert winners == ([""] * 14 if epochs == 1 else [PRIMITIVES[int(np.argmax(row))] for row in last])
     assert pixels(figure).std() > 15
 
 

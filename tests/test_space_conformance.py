@@ -77,7 +77,7 @@ class NotJson(TinySpace):
 class AuxInEval(TinySpace):
     """Returns a NetworkOutput in eval mode too."""
 
-    def network(self, genotype: ChainGenotype, num_classes: int, input_spec: Any = None) -> nn.Module:
+    def network(self, genotype: ChainGenotype, num_classes: int, input_spec: Any = None) -> nn.Module:  # type: ignore[override]
         inner = super().network(genotype, num_classes, input_spec)
 
         class Wrapped(nn.Module):

@@ -384,7 +384,7 @@ def parse_genotype(text: str, steps: Optional[int] = None) -> Genotype:
             call = ast.parse(text, mode="eval").body
             if not isinstance(call, ast.Call) or call.args:
                 raise ValueError(expected)
-            fields = {keyword.arg: _literal(keyword.value) for keyword in call.keywords}
+            fields = {str(keyword.arg): _literal(keyword.value) for keyword in call.keywords}
         except (SyntaxError, ValueError, TypeError):
             raise ValueError(expected) from None
         return genotype_from_dict(fields, steps=steps)

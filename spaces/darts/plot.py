@@ -1,11 +1,9 @@
 """Pictures of DARTS cells and of the evolution of softmax(alpha), drawn with matplotlib.
 
-A cell reads from left to right: the inputs ``c_{k-2}`` and ``c_{k-1}``, the intermediate nodes in
-columns by depth, the output ``c_{k}`` (grey arrows from the concatenated nodes); every operation
-edge carries its name in its colour (:data:`OP_COLOURS`). Figures are plain
-:class:`~matplotlib.figure.Figure` objects on the Agg canvas (never pyplot): drawing opens no
-window and leaves no global state. ``plot.save_cells(genotypes.DARTS_V2, "runs/x")`` writes
-``cell_normal.png`` and ``cell_reduce.png``.
+A cell reads from left to right: inputs ``c_{k-2}``, ``c_{k-1}``, intermediate nodes in columns by
+depth, output ``c_{k}``; every operation edge carries its name in its colour (:data:`OP_COLOURS`).
+Figures are plain :class:`~matplotlib.figure.Figure` objects on the Agg canvas (never pyplot), so
+drawing opens no window and leaves no global state.
 """
 
 from __future__ import annotations
@@ -113,10 +111,9 @@ def draw_cell(genotype: Genotype, cell: str = "normal", *, title: Optional[str] 
     curves = [_curve(position[a], position[b], bend) for (a, b, _), bend in zip(links, bends)]
     (left, low), (right, high) = np.min(np.concatenate(curves), axis=0), np.max(np.concatenate(curves), axis=0)
     figure = Figure(figsize=(_INCHES[0] * (right - left + 0.9), _INCHES[1] * (high - low + 1.1) + 0.4), dpi=100)
-    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0 - 0.4 / figure.get_figheight()))
-    axes.set_xlim(left - 0.45, right + 0.45)
-    axes.set_ylim(low - 0.55, high + 0.55)
-    axes.axis("off")
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0 - 0.4 / figure.get_figheight()), xlim=(left - 0.45, right + 0.45),
+                           ylim=(low - 0.55, high + 0.55))
+    axes.set_axis_off()
     if title != "":
         figure.suptitle(_TITLES[cell] if title is None else title, x=0.02, ha="left", fontsize=13)
     taken: List[Any] = []  # boxes (in pixels) of the nodes and of the names placed so far
@@ -134,9 +131,9 @@ def draw_cell(genotype: Genotype, cell: str = "normal", *, title: Optional[str] 
                                        color="#b4b4b4" if op is None else op_colour(op),
                                        linewidth=1.2 if op is None else 1.9, zorder=1 if op is None else 2))
     pixels = [axes.transData.transform(curve) for curve in curves]
-    for index, (_, _, op) in enumerate(links[: len(edges)]):
+    for index, (op, _) in enumerate(edges):
         # the spot along the edge whose name box hides no node, no other name and the fewest other edges
-        options = []
+        options: List[Tuple[int, int, Any, Any]] = []
         for t in _LABEL_T:
             x, y = curves[index][int(round(t * 80))]
             label = axes.text(x, y, op, ha="center", va="center", fontsize=9, color=op_colour(op), zorder=3,
@@ -190,7 +187,7 @@ def _as_history(history: Any, op_names: Sequence[str]) -> np.ndarray:
     if not epochs or any(e.ndim != 2 or e.shape != (epochs[0].shape[0], len(op_names)) for e in epochs):
         raise ValueError(f"history must be a non-empty list of (edges, {len(op_names)}) arrays, one per epoch, "
                          f"all of the same shape; got shapes {[e.shape for e in epochs]}")
-    if not all(np.isfinite(e).all() for e in epochs):
+    if not np.isfinite(epochs).all():
         raise ValueError("history contains non-finite values")
     return np.stack(epochs)
 
@@ -206,32 +203,27 @@ def plot_alpha_evolution(history: Sequence[Any], op_names: Sequence[str], title:
     """Plot softmax(alpha) of every edge over the epochs: one panel per edge, one line per operation.
 
     For a DARTS cell (14 edges for 4 nodes) panel ``(i, j)`` is the edge from input ``j`` into node
-    ``i``, titled like ``c_{k-2} -> 0``; other edge counts give panels ``edge 0``, ``edge 1``, ...
-    Above each panel on the right: the strongest operation of the last epoch, in its colour.
+    ``i`` (titled ``c_{k-2} -> 0``), else panels are ``edge 0``, ``edge 1``, ...; the strongest
+    operation of the last epoch is named above each panel on the right, in its colour.
 
     Args:
-        history: one ``(edges, ops)`` array-like per epoch (numpy, torch or nested lists), or one
+        history: one ``(edges, ops)`` array-like per epoch (numpy, torch or lists), or one
             ``(epochs, edges, ops)`` array; epoch ``i`` is drawn at x = ``i + 1``.
         op_names: the name of each column (e.g. :data:`~rnasframe.spaces.darts.PRIMITIVES`).
         title: text above the panels (``""`` for none).
         y_range: ``(low, high)`` of the shared y axis; ``None`` fits the data.
 
     Raises:
-        ValueError: for an empty history, arrays of the wrong or of changing shape, non-finite
-            values or an invalid ``y_range``.
+        ValueError: for an empty, ill-shaped or non-finite history or an invalid ``y_range``.
     """
     data = _as_history(history, op_names)
     if y_range is not None and not (len(y_range) == 2 and all(map(math.isfinite, y_range)) and y_range[0] < y_range[1]):
         raise ValueError(f"y_range must be (low, high) with finite low < high, got {y_range!r}")
     epochs, edges, ops = data.shape
     steps = _cell_steps(edges)
-    if steps is not None:
-        rows, columns = steps, steps + 1
-        cells = [(node, source) for node in range(steps) for source in range(node + 2)]
-    else:
-        columns = max(1, math.ceil(math.sqrt(edges * 1.3)))
-        rows = math.ceil(edges / columns)
-        cells = [divmod(edge, columns) for edge in range(edges)]
+    columns = steps + 1 if steps is not None else math.ceil(math.sqrt(edges * 1.3))
+    rows = steps if steps is not None else math.ceil(edges / columns)
+    cells = [(i, j) for i in range(rows) for j in range(i + 2)] if steps else [divmod(e, columns) for e in range(edges)]
     figure = Figure(figsize=(2.1 * columns + 0.8, 1.55 * rows + 1.3), dpi=100)
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
@@ -248,17 +240,16 @@ def plot_alpha_evolution(history: Sequence[Any], op_names: Sequence[str], title:
         if ops == 1 or np.sort(last)[-1] - np.sort(last)[-2] > 1e-6:  # no winner while tied
             axes.set_title(op_names[winner], loc="right", fontsize=8, color=colours[winner], pad=3)
         axes.grid(alpha=0.3)
-        axes.tick_params(labelsize=8)
+        axes.tick_params(labelsize=8, labelbottom=(row + 1, column) not in cells)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.tick_params(labelbottom=(row + 1, column) not in cells)
     for row, column in {(r, c) for r in range(rows) for c in range(columns)} - set(cells):
         grid[row, column].set_axis_off()
     if y_range is not None:
         grid[0, 0].set_ylim(*y_range)
     free = steps is not None and steps >= 3  # the empty upper-right triangle holds the legend
     figure.legend([Line2D([], [], color=colour, lw=2.0) for colour in colours], list(op_names), fontsize=9,
-                  frameon=False, ncol=min(ops, 4 if free else 2 * columns), loc="upper right" if free else "lower center",
-                  bbox_to_anchor=(0.99, 0.9) if free else (0.5, 0.0))
+                  frameon=False, ncol=min(ops, 4 if free else 2 * columns), bbox_to_anchor=(0.99, 0.9) if free
+                  else (0.5, 0.0), loc="upper right" if free else "lower center")
     figure.supxlabel("epoch", fontsize=10, y=0.01 if free else 0.3 / figure.get_figheight())
     figure.supylabel("softmax(alpha)", fontsize=10)
     if title:
