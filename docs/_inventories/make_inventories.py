@@ -1,6 +1,6 @@
 """Write the small intersphinx inventories that let the docs build offline.
 
-The documentation links to Python, PyTorch, NumPy, torchvision, Pillow and tensorboardX. Sphinx
+The documentation links to Python, PyTorch, NumPy, torchvision, Pillow, tensorboardX and Matplotlib. Sphinx
 would normally download each project's ``objects.inv``; CI has no internet, so the objects our
 pages and docstrings actually reference are listed here, each with the real address of its
 documentation, and written as Sphinx inventories (format version 2) next to this script. The base
@@ -37,6 +37,7 @@ BASES: Dict[str, Tuple[str, str, str]] = {
     "torchvision": ("Torchvision", "stable", "https://docs.pytorch.org/vision/stable/"),
     "pillow": ("Pillow", "stable", "https://pillow.readthedocs.io/en/stable/"),
     "tensorboardx": ("tensorboardX", "latest", "https://tensorboardx.readthedocs.io/en/latest/"),
+    "matplotlib": ("Matplotlib", "stable", "https://matplotlib.org/stable/"),
 }
 
 # (name, Sphinx object type, address relative to the project's base)
@@ -142,6 +143,10 @@ TENSORBOARDX: List[Tuple[str, str, str]] = [
     ("tensorboardX.SummaryWriter", "py:class", "tensorboard.html#tensorboardX.SummaryWriter"),
 ]
 
+MATPLOTLIB: List[Tuple[str, str, str]] = [
+    ("matplotlib.figure.Figure", "py:class", "api/_as_gen/matplotlib.figure.Figure.html#matplotlib.figure.Figure"),
+]
+
 OBJECTS: Dict[str, List[Tuple[str, str, str]]] = {
     "python": PYTHON,
     "torch": TORCH,
@@ -149,6 +154,7 @@ OBJECTS: Dict[str, List[Tuple[str, str, str]]] = {
     "torchvision": TORCHVISION,
     "pillow": PILLOW,
     "tensorboardx": TENSORBOARDX,
+    "matplotlib": MATPLOTLIB,
 }
 
 
