@@ -83,11 +83,11 @@ def _curve(start: Tuple[float, float], end: Tuple[float, float], bend: float) ->
 
 
 def _bend(start: Tuple[float, float], end: Tuple[float, float], others: List[Tuple[float, float]]) -> float:
-    """The least bend of an edge that keeps it 0.3 inch clear of the nodes it does not join."""
+    """The least bend of an edge that keeps it 0.4 inch clear of the nodes it does not join."""
     scale = np.asarray(_INCHES)
     clearance = {bend: min((np.hypot(*((_curve(start, end, bend) - node) * scale).T).min() for node in others),
                            default=9.0) for bend in (0.0, -0.2, 0.2, -0.35, 0.35, -0.5, 0.5)}
-    return next((bend for bend, gap in clearance.items() if gap > 0.3), max(clearance, key=clearance.__getitem__))
+    return next((bend for bend, gap in clearance.items() if gap > 0.4), max(clearance, key=clearance.__getitem__))
 
 
 def draw_cell(genotype: Genotype, cell: str = "normal", *, title: Optional[str] = None) -> Figure:
@@ -125,7 +125,7 @@ def draw_cell(genotype: Genotype, cell: str = "normal", *, title: Optional[str] 
         text = axes.text(x, y, _node_name(node, output), ha="center", va="center", fontsize=12, zorder=4,
                          bbox=dict(boxstyle="circle,pad=0.35" if kind == "node" else "round,pad=0.45",
                                    facecolor=face, edgecolor=edge, linewidth=1.4))
-        taken.append(text.get_window_extent(renderer).expanded(1.1, 1.1))
+        taken.append(text.get_window_extent(renderer).padded(24, 14))  # the frame and the arrowheads around it
     for (source, target, op), bend in zip(links, bends):
         axes.add_patch(FancyArrowPatch(position[source], position[target], connectionstyle=f"arc3,rad={bend}",
                                        arrowstyle="-|>", mutation_scale=13, shrinkA=15, shrinkB=15,
