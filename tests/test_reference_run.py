@@ -35,7 +35,7 @@ from rnasframe.data import Augmentation, DigitsSource
 from rnasframe.perturbations import LinfBall, PGDMaximizer, UniformSampler
 from rnasframe.robustness import RobustnessEvaluation
 from rnasframe.similarity import KLSimilarity
-from rnasframe.spaces.darts import DartsSpace
+from rnasframe.spaces.darts import DartsNetworkConfig, DartsSpace
 from rnasframe.spaces.darts.supernet import SupernetOptions
 from rnasframe.training import StandardTraining, TradesTraining, Trainer
 
@@ -76,20 +76,23 @@ def _search(kind: str, order: str, run_dir: Path) -> Dict[str, Tensor]:
 
 
 def _trainer(objective: str) -> Trainer:
-    """A tiny DARTS_V2 network (C=2, 3 cells, auxiliary head, drop path 0.3) on the digits."""
+    """A tiny DARTS_V2 network (C=2, 3 cells, auxiliary head, drop path 0.3) on the digits.
+
+    (Recorded when these settings were ``Trainer(channels=2, layers=3, auxiliary_weight=0.4,
+    drop_path_prob=0.3)``; the same network and loss.)
+    """
+    network = DartsNetworkConfig(channels=2, layers=3, auxiliary=True, drop_path_prob=0.3)
     return Trainer(
         genotype="DARTS_V2",
-        space=DartsSpace(),
+        space=DartsSpace(network_config=network),
         data=DigitsSource(),
-        objective=StandardTraining() if objective == "standard" else TradesTraining(
-            beta=6.0, perturbation=PGDMaximizer(ball=LinfBall(0.031), steps=2, step_size=0.01, random_start=True)
+        objective=StandardTraining(auxiliary_weight=0.4) if objective == "standard" else TradesTraining(
+            beta=6.0,
+            perturbation=PGDMaximizer(ball=LinfBall(0.031), steps=2, step_size=0.01, random_start=True),
+            auxiliary_weight=0.4,
         ),
         epochs=2,
         batch_size=16,
-        channels=2,
-        layers=3,
-        auxiliary_weight=0.4,
-        drop_path_prob=0.3,
         augmentation=Augmentation(crop_padding=1, horizontal_flip=False, cutout=2),
         max_steps_per_epoch=3,
         selection="clean",
