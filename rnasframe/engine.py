@@ -101,7 +101,7 @@ class SearchEngine:
     (plain DARTS or RNAS), the bi-level optimizer.
 
     Args:
-        space: the search space (required; the shipped configs bind ``SearchEngine.space = @DartsSpace()``).
+        space: the search space (required; the shipped configs bind ``SearchEngine.space`` in gin).
         data: the data source; its training images are split into halves for ``w`` and ``alpha``.
         objective: the loss used at both levels (default: plain cross-entropy, i.e. DARTS).
         optimizer: the bi-level optimizer (default: first-order DARTS).

@@ -142,12 +142,12 @@ class _Progress:
 class Trainer:
     """Trains the network of a genotype from scratch, selects a checkpoint, evaluates robustness.
 
-    Defaults are the paper's protocol (section 4.2, DARTS' evaluation): 600 epochs, batch 96, SGD
-    lr 0.025 cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5, cutout 16.
-    The network itself (for DARTS: 20 cells, 36 initial channels, auxiliary tower, drop path) is
-    the search space's network configuration, and its per-epoch schedules run through
-    :meth:`~rnasframe.interfaces.SearchSpace.set_epoch`; the auxiliary tower's loss weight is
-    the objective's.
+    Defaults are the paper's protocol (section 4.2): 600 epochs, batch 96, SGD lr 0.025
+    cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5, cutout 16. The
+    network itself (width, depth, an auxiliary head, drop path) is the search space's network
+    configuration, and its per-epoch schedules run through
+    :meth:`~rnasframe.interfaces.SearchSpace.set_epoch`; the weight of auxiliary logits in the
+    loss is the objective's.
 
     **Data-parallel training.** Under ``torchrun`` (``WORLD_SIZE`` > 1) :meth:`run` joins the
     process group (NCCL on CUDA, one GPU per process; gloo on the CPU) and trains as the search
@@ -187,10 +187,10 @@ class Trainer:
 
     Args:
         space: the search space that builds the network (required; the shipped configs bind
-            ``Trainer.space = @DartsSpace()``).
+            ``Trainer.space`` in gin).
         genotype: what to train (see :func:`~rnasframe.training.genotypes.resolve_genotype`): a
-            genotype.json, a search's run folder, the space's own notation (a name such as
-            ``"DARTS_V2"``) or a dict; the command line's ``--genotype`` replaces it.
+            genotype.json, a search's run folder, the space's own notation (e.g. a published
+            name) or a dict; the command line's ``--genotype`` replaces it.
         data: the data source; its training images are split into a training part and a held-out
             validation part; its test images are read once, at the end.
         objective: :class:`~rnasframe.training.StandardTraining` (default),
