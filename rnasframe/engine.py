@@ -24,7 +24,7 @@ from rnasframe.evaluation import evaluate_natural
 from rnasframe.interfaces.bilevel import BilevelOptimizer
 from rnasframe.interfaces.search_space import InputSpec, Picture, SearchSpace, Supernet
 from rnasframe.objective import RobustObjective
-from rnasframe.run import Run
+from rnasframe.run import MidEpochCheckpoints, Run, check_position
 from rnasframe.run_folder import MetricMeter, RunFolder, device_description
 from rnasframe.seeding import resolve_device, seed_everything
 
@@ -82,6 +82,8 @@ class _Progress:
     seconds_per_epoch: List[float] = attrs.field(factory=list)
     metrics: Dict[str, float] = attrs.field(factory=dict)
     alpha_history: Dict[str, List[torch.Tensor]] = attrs.field(factory=dict)
+    step: int = 0
+    position: Dict[str, Any] = attrs.field(factory=dict)
 
 
 def _check_warmup(instance: "SearchEngine", attribute: "attrs.Attribute[int]", value: int) -> None:
@@ -119,6 +121,12 @@ class SearchEngine:
             every batch there (:class:`~rnasframe.data.BatchLoader`'s ``resident``): no host-to-
             device copy per step on a GPU (CIFAR-10 takes 150 MB as uint8). Same batches either
             way; no effect on the CPU.
+        checkpoint_every_steps: also write ``checkpoint.pt`` after every this many steps inside
+            an epoch (``None``: only the time trigger below). ``--resume`` then continues from
+            that step, bit-identical to an uninterrupted run.
+        checkpoint_every_minutes: also write it when this many minutes of work passed since the
+            last write (10; ``None``: never by time). One-process runs only: under ``torchrun``
+            checkpoints stay at epoch ends (each rank's random numbers are reseeded per epoch).
     """
 
     space: SearchSpace = attrs.field(validator=attrs.validators.instance_of(SearchSpace))
@@ -143,6 +151,12 @@ class SearchEngine:
         default=None, validator=attrs.validators.optional(validation.non_negative_int)
     )
     resident_data: bool = attrs.field(default=False, validator=validation.boolean)
+    checkpoint_every_steps: Optional[int] = attrs.field(
+        default=None, validator=attrs.validators.optional(validation.positive_int)
+    )
+    checkpoint_every_minutes: Optional[float] = attrs.field(
+        default=10.0, validator=attrs.validators.optional(validation.greater_than(0.0, "minutes"))
+    )
 
     def __attrs_post_init__(self) -> None:
         resolve_device(self.device)  # fail now on a bad or unavailable device
@@ -233,23 +247,28 @@ class SearchEngine:
                 + (f", {run.world_size} processes" if run.world_size > 1 else "")
             )
             return progress
+        if checkpoint.step:
+            check_position(checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps)
         supernet.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         restore_rng_state(checkpoint.rng)
         progress.epoch = run.epochs_done = checkpoint.epoch
+        progress.step, progress.position = checkpoint.step, dict(checkpoint.position)
         progress.seconds_per_epoch = list(checkpoint.seconds_per_epoch)
         progress.metrics = dict(checkpoint.metrics)
         for name, values in checkpoint.alpha_history.items():
             progress.alpha_history[name] = list(values)
-        folder.log(f"resumed from {run.checkpoint_path} after epoch {checkpoint.epoch}")
+        inside = f", step {checkpoint.step} of epoch {checkpoint.epoch + 1}" if checkpoint.step else ""
+        folder.log(f"resumed from {run.checkpoint_path} after epoch {checkpoint.epoch}{inside}")
         return progress
 
     def _epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> None:
         """One epoch: search steps, the end-of-epoch evaluation, logs, pictures and the checkpoint."""
         supernet = setup.supernet
-        run.seed_epoch(self.seed, epoch)
-        started = time.perf_counter()
-        metrics = distributed.all_reduce_mean(self._search_epoch(setup, epoch))
+        if not progress.step:  # a run resumed inside the epoch has its generators' states already
+            run.seed_epoch(self.seed, epoch)
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        metrics = distributed.all_reduce_mean(self._search_epoch(run, setup, progress, epoch))
         run.check_finite(metrics, epoch)
         metrics["lr"] = self.optimizer.weight_learning_rate
         self.optimizer.end_epoch()
@@ -275,6 +294,8 @@ class SearchEngine:
 
     def _checkpoint(self, setup: _Setup, progress: _Progress, genotype: Any, world: int) -> SearchCheckpoint:
         return SearchCheckpoint(
+            step=progress.step,
+            position=progress.position,
             epoch=progress.epoch,
             model=setup.supernet.state_dict(),
             optimizer=self.optimizer.state_dict(),
@@ -311,18 +332,33 @@ class SearchEngine:
         distributed.barrier()
         return result
 
-    def _search_epoch(self, setup: _Setup, epoch: int) -> Dict[str, float]:
-        """The epoch's search steps; returns this rank's mean metrics."""
-        supernet, steps = setup.supernet, setup.steps
+    def _search_epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> Dict[str, float]:
+        """The epoch's search steps (from a mid-epoch checkpoint's step); returns this rank's mean metrics.
+
+        A resumed epoch regenerates the skipped batches (the loaders' order and augmentation depend
+        on ``(seed, epoch)`` only) and continues with the checkpoint's partial metric sums.
+        """
+        supernet, steps, first = setup.supernet, setup.steps, progress.step
         supernet.train()
         update_arch = epoch >= self.warmup_epochs
-        meter = MetricMeter()
-        batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), steps)
+        meter = MetricMeter.from_state(progress.position["meter"], run.device) if first else MetricMeter()
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
+        batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), first, steps)
         phase = "search" if update_arch else "warm-up"
-        progress = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None)
-        for train_batch, valid_batch in progress:
+        bar = tqdm(batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None)
+        for step, (train_batch, valid_batch) in enumerate(bar, start=first + 1):
             step_metrics = self.optimizer.step(supernet, self.objective, train_batch, valid_batch, update_arch)
             meter.update(step_metrics, weight=int(train_batch[1].shape[0]))
+            if run.world_size == 1 and schedule.due(step, steps):
+                progress.step = step
+                progress.position = {
+                    "batch_size": self.batch_size, "world_size": 1, "steps": steps, "meter": meter.state_dict(),
+                    "seconds": time.perf_counter() - started,
+                }
+                self._checkpoint(setup, progress, supernet.genotype(), 1).save(run.checkpoint_path)
+                schedule.written()
+        progress.step, progress.position = 0, {}
         return meter.means()
 
     def _save_pictures(

@@ -188,3 +188,53 @@ class Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
+
+
+class MidEpochCheckpoints:
+    """When to write a checkpoint inside an epoch: every ``every_steps`` steps or ``every_minutes`` of work.
+
+    A checkpoint at the epoch's end is always written; these add ones inside the epoch, so that a
+    preempted run loses at most that much work. ``None`` disables either trigger.
+
+    Args:
+        every_steps: steps between two checkpoints, ``>= 1``.
+        every_minutes: wall-clock minutes between two checkpoints, ``> 0``.
+    """
+
+    def __init__(self, every_steps: Optional[int], every_minutes: Optional[float]) -> None:
+        self.every_steps = every_steps
+        self.every_seconds = None if every_minutes is None else 60.0 * every_minutes
+        self._last = time.perf_counter()
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether to write after ``step`` (1-based) of ``steps``; never after the last (the epoch's end writes)."""
+        if step >= steps:
+            return False
+        if self.every_steps is not None and step % self.every_steps == 0:
+            return True
+        return self.every_seconds is not None and time.perf_counter() - self._last >= self.every_seconds
+
+    def written(self) -> None:
+        """Restart the clock after a write (an epoch's end included)."""
+        self._last = time.perf_counter()
+
+
+def check_position(
+    position: Mapping[str, object], step: int, path: Path, batch_size: int, world_size: int, steps: int
+) -> None:
+    """Check that a checkpoint written inside an epoch can continue in this run.
+
+    Raises:
+        CheckpointError: it was written with another batch size or number of processes, for
+            another number of steps per epoch, or its step is not inside the epoch.
+    """
+    from rnasframe.checkpoint import CheckpointError
+
+    for name, ours in (("batch_size", batch_size), ("world_size", world_size), ("steps", steps)):
+        if position.get(name) != ours:
+            raise CheckpointError(
+                f"{path} was written inside an epoch with {name}={position.get(name)}; this run has "
+                f"{name}={ours}; resume with the run's own configuration and number of processes"
+            )
+    if not 0 < step < steps:
+        raise CheckpointError(f"{path} holds step {step}, which is not inside an epoch of {steps} steps")

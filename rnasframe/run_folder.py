@@ -78,6 +78,18 @@ class MetricMeter:
         """The mean of each metric."""
         return {key: float(total) / self._counts[key] for key, total in sorted(self._sums.items())}
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The partial sums and counts (for a checkpoint inside an epoch)."""
+        return {"sums": {k: v.detach().cpu().clone() for k, v in self._sums.items()}, "counts": dict(self._counts)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: Optional[torch.device] = None) -> "MetricMeter":
+        """A meter that continues from :meth:`state_dict`'s sums and counts (bit for bit)."""
+        meter = cls()
+        meter._sums = {k: v.to(device) if device is not None else v for k, v in state["sums"].items()}
+        meter._counts = {k: int(v) for k, v in state["counts"].items()}
+        return meter
+
 
 class RunFolder:
     """``runs/<name>/``: ``log.txt``, tensorboardX events and JSON files.

@@ -34,7 +34,7 @@ from rnasframe.interfaces.search_space import InputSpec, SearchSpace
 from rnasframe.robustness.attacks import ATTACK_NAMES, Attack, attack_from_name
 from rnasframe.robustness.evaluator import RobustnessEvaluation, RobustnessReport, attack_accuracy
 from rnasframe.robustness.report import attack_label, count_parameters_millions, write_results
-from rnasframe.run import CHECKPOINT_NAME, Run, launch_world_size
+from rnasframe.run import CHECKPOINT_NAME, MidEpochCheckpoints, Run, check_position, launch_world_size
 from rnasframe.run_folder import MetricMeter, RunFolder, device_description
 from rnasframe.seeding import resolve_device, seed_everything
 from rnasframe.training.genotypes import resolve_genotype
@@ -135,6 +135,8 @@ class _Progress:
     seconds_per_epoch: List[float] = attrs.field(factory=list)
     metrics: Dict[str, float] = attrs.field(factory=dict)
     best: Dict[str, Any] = attrs.field(factory=dict)
+    step: int = 0
+    position: Dict[str, Any] = attrs.field(factory=dict)
 
 
 @gin.configurable
@@ -212,6 +214,11 @@ class Trainer:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         max_steps_per_epoch: cap on steps per epoch (smoke runs); ``None`` for a full pass.
         model_name: the name in the results table (default: from the genotype's source).
+        checkpoint_every_steps: also write ``checkpoint.pt`` after every this many steps inside
+            an epoch (``None``: only the time trigger); ``--resume`` continues from that step,
+            bit-identical to an uninterrupted run.
+        checkpoint_every_minutes: also write it when this many minutes of work passed since the
+            last write (10; ``None``: never by time). One-process runs only, as in the search.
     """
 
     space: SearchSpace = attrs.field(validator=attrs.validators.instance_of(SearchSpace))
@@ -242,6 +249,12 @@ class Trainer:
         default=None, validator=attrs.validators.optional(validation.positive_int)
     )
     model_name: Optional[str] = None
+    checkpoint_every_steps: Optional[int] = attrs.field(
+        default=None, validator=attrs.validators.optional(validation.positive_int)
+    )
+    checkpoint_every_minutes: Optional[float] = attrs.field(
+        default=10.0, validator=attrs.validators.optional(validation.greater_than(0.0, "minutes"))
+    )
     _resolved: Optional[Tuple[Any, str]] = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -425,6 +438,8 @@ class Trainer:
             folder.log(f"checkpoint selection: {setup.selection}")
             folder.log(f"genotype: {setup.genotype.genotype}")
             return _Progress()
+        if checkpoint.step:
+            check_position(checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps)
         _load_weights(setup.model, checkpoint.model, run.checkpoint_path)
         setup.sgd.load_state_dict(checkpoint.optimizer)
         setup.scheduler.load_state_dict(checkpoint.scheduler)
@@ -432,18 +447,23 @@ class Trainer:
         run.epochs_done = checkpoint.epoch
         folder.log(
             f"resumed from {run.checkpoint_path} after epoch {checkpoint.epoch}"
+            + (f", step {checkpoint.step} of epoch {checkpoint.epoch + 1}" if checkpoint.step else "")
             + (f" on {run.world_size} process(es), written by {checkpoint.world_size}"
                if run.world_size != checkpoint.world_size else "")
         )
-        return _Progress(checkpoint.epoch, list(checkpoint.seconds_per_epoch), dict(checkpoint.metrics), dict(checkpoint.best))
+        return _Progress(
+            checkpoint.epoch, list(checkpoint.seconds_per_epoch), dict(checkpoint.metrics), dict(checkpoint.best),
+            checkpoint.step, dict(checkpoint.position),
+        )
 
     def _epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> None:
         """One epoch: the space's schedule, training steps, selection, logs, ``best.pt`` and the checkpoint."""
         model = setup.model
-        run.seed_epoch(self.seed, epoch)  # each rank its own noise (drop path, PGD starts)
-        started = time.perf_counter()
+        if not progress.step:  # a run resumed inside the epoch has its generators' states already
+            run.seed_epoch(self.seed, epoch)  # each rank its own noise (drop path, PGD starts)
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
         self.space.set_epoch(model, epoch, self.epochs)
-        metrics = distributed.all_reduce_mean(self._train_epoch(setup, epoch))
+        metrics = distributed.all_reduce_mean(self._train_epoch(run, setup, progress, epoch))
         run.check_finite(metrics, epoch)  # after the reduction: every rank stops together
         metrics["lr"] = float(setup.sgd.param_groups[0]["lr"])
         setup.scheduler.step()
@@ -482,7 +502,7 @@ class Trainer:
 
     def _checkpoint(self, setup: _Setup, progress: _Progress, world: int) -> TrainingCheckpoint:
         return TrainingCheckpoint(
-            epoch=progress.epoch, model=setup.model.state_dict(), optimizer=setup.sgd.state_dict(),
+            step=progress.step, position=progress.position, epoch=progress.epoch, model=setup.model.state_dict(), optimizer=setup.sgd.state_dict(),
             scheduler=setup.scheduler.state_dict(), rng=capture_rng_state(), split=setup.split,
             seconds_per_epoch=progress.seconds_per_epoch, metrics=progress.metrics, best=progress.best,
             genotype=setup.genotype.as_dict, network=setup.network, model_name=setup.genotype.name,
@@ -594,18 +614,24 @@ class Trainer:
             f"results in {folder.path / 'results.md'}"
         )
 
-    def _train_epoch(self, setup: _Setup, epoch: int) -> Dict[str, float]:
-        """The epoch's training steps; returns this rank's mean metrics."""
-        model, sgd = setup.model, setup.sgd
+    def _train_epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> Dict[str, float]:
+        """The epoch's training steps (from a mid-epoch checkpoint's step); returns this rank's mean metrics.
+
+        A resumed epoch regenerates the skipped batches and continues with the checkpoint's
+        partial metric sums, as the search does.
+        """
+        model, sgd, steps, first = setup.model, setup.sgd, setup.steps, progress.step
         model.train()
-        meter = MetricMeter()
+        meter = MetricMeter.from_state(progress.position["meter"], run.device) if first else MetricMeter()
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
         clip = self.optimizer.grad_clip
-        batches = itertools.islice(setup.loader.epoch(epoch), setup.steps)
-        progress = tqdm(
-            batches, total=setup.steps, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False,
-            disable=None if distributed.is_main_process() else True,
+        batches = itertools.islice(setup.loader.epoch(epoch), first, steps)
+        bar = tqdm(
+            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False,
+            disable=None if run.main else True,
         )
-        for x, y in progress:
+        for step, (x, y) in enumerate(bar, start=first + 1):
             sgd.zero_grad(set_to_none=True)
             output = self.objective(model, x, y)
             output.loss.backward()
@@ -614,6 +640,15 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             sgd.step()
             meter.update(output.metrics, weight=int(y.shape[0]))
+            if run.world_size == 1 and schedule.due(step, steps):
+                progress.step = step
+                progress.position = {
+                    "batch_size": self.batch_size, "world_size": 1, "steps": steps, "meter": meter.state_dict(),
+                    "seconds": time.perf_counter() - started,
+                }
+                self._checkpoint(setup, progress, 1).save(run.checkpoint_path)
+                schedule.written()
+        progress.step, progress.position = 0, {}
         return meter.means()
 
 
