@@ -248,7 +248,9 @@ class SearchEngine:
             )
             return progress
         if checkpoint.step:
-            check_position(checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps)
+            check_position(
+                checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps
+            )
         supernet.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         restore_rng_state(checkpoint.rng)
@@ -346,7 +348,9 @@ class SearchEngine:
         schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
         batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), first, steps)
         phase = "search" if update_arch else "warm-up"
-        bar = tqdm(batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None)
+        bar = tqdm(
+            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None
+        )
         for step, (train_batch, valid_batch) in enumerate(bar, start=first + 1):
             step_metrics = self.optimizer.step(supernet, self.objective, train_batch, valid_batch, update_arch)
             meter.update(step_metrics, weight=int(train_batch[1].shape[0]))

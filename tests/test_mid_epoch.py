@@ -80,25 +80,28 @@ def test_a_search_stopped_inside_an_epoch_resumes_from_that_step_bit_identically
     assert ", step 2 of epoch 2" in (tmp_path / "resumed" / "log.txt").read_text()
 
 
-def test_a_search_killed_at_a_random_moment_resumes_bit_identically(tmp_path: Path) -> None:
-    toy_engine().run(tmp_path / "straight")
-    run_dir = tmp_path / "killed"
-    script = textwrap.dedent(
-        f"""
-        from rnasframe import RobustObjective
-        from tests.test_mid_epoch import Stopping, toy_engine
-        toy_engine(objective=RobustObjective([Stopping(pause=0.02)]), checkpoint_every_steps=1).run({str(run_dir)!r})
-        """
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+def _kill_at_a_random_moment(script: str, run_dir: Path, window: float) -> None:
+    """Run ``script`` in a fresh process; SIGKILL it within ``window`` seconds of its first checkpoint."""
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(random.uniform(0.0, 0.4))
+        time.sleep(random.uniform(0.0, window))
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+def test_a_search_killed_at_a_random_moment_resumes_bit_identically(tmp_path: Path) -> None:
+    toy_engine().run(tmp_path / "straight")
+    run_dir = tmp_path / "killed"
+    script = f"""
+        from rnasframe import RobustObjective
+        from tests.test_mid_epoch import Stopping, toy_engine
+        toy_engine(objective=RobustObjective([Stopping(pause=0.02)]), checkpoint_every_steps=1).run({str(run_dir)!r})
+        """
+    _kill_at_a_random_moment(script, run_dir, 0.4)
     record = SearchCheckpoint.load(run_dir / "checkpoint.pt")
     assert record.epoch < 3
     assert toy_engine(checkpoint_every_steps=1).run(run_dir, resume=True) is not None
@@ -124,15 +127,17 @@ def test_mid_epoch_checkpoints_from_another_batch_size_or_past_the_epoch_are_rej
 
 @attrs.define(frozen=True)
 class _StoppingTraining(StandardTraining):
-    """Standard training that raises ``KeyboardInterrupt`` at its ``after``-th batch."""
+    """Standard training that raises ``KeyboardInterrupt`` at its ``after``-th batch; sleeps ``pause`` s per batch."""
 
     after: int = 10**9
+    pause: float = 0.0
     calls: List[int] = attrs.field(factory=list)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingOutput:
         self.calls.append(1)
         if len(self.calls) >= self.after:
             raise KeyboardInterrupt
+        time.sleep(self.pause)
         return super().__call__(model, x, y)
 
 
@@ -158,3 +163,18 @@ def test_a_training_stopped_inside_an_epoch_resumes_from_that_step_bit_identical
     assert _trainer(checkpoint_every_steps=1).run(tmp_path / "resumed", resume=True) is not None
     for name in ("checkpoint.pt", "best.pt"):
         _assert_same(_state(tmp_path / "straight" / name), _state(tmp_path / "resumed" / name))
+
+
+@pytest.mark.slow
+def test_a_training_killed_at_a_random_moment_resumes_bit_identically(tmp_path: Path) -> None:
+    _trainer().run(tmp_path / "straight")
+    run_dir = tmp_path / "killed"
+    script = f"""
+        from tests.test_mid_epoch import _StoppingTraining, _trainer
+        _trainer(objective=_StoppingTraining(pause=0.1), checkpoint_every_steps=1).run({str(run_dir)!r})
+        """
+    _kill_at_a_random_moment(script, run_dir, 0.6)
+    assert TrainingCheckpoint.load(run_dir / "checkpoint.pt").epoch <= 2
+    assert _trainer(checkpoint_every_steps=1).run(run_dir, resume=True) is not None
+    for name in ("checkpoint.pt", "best.pt"):
+        _assert_same(_state(tmp_path / "straight" / name), _state(run_dir / name))

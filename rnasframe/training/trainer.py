@@ -439,7 +439,9 @@ class Trainer:
             folder.log(f"genotype: {setup.genotype.genotype}")
             return _Progress()
         if checkpoint.step:
-            check_position(checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps)
+            check_position(
+                checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps
+            )
         _load_weights(setup.model, checkpoint.model, run.checkpoint_path)
         setup.sgd.load_state_dict(checkpoint.optimizer)
         setup.scheduler.load_state_dict(checkpoint.scheduler)
