@@ -8,11 +8,17 @@ run with the same seed and compares:
   supernet weight, **bit-identical** (SHA-256 of the bytes of every tensor). Nothing in the
   search's arithmetic is meant to change.
 * **training from scratch** (standard with auxiliary head and drop path, TRADES): the trained
-  weights to **float tolerance** (rtol 1e-4 on per-tensor sums and first values): drop path is
-  now :func:`torchvision.ops.stochastic_depth`, which scales the mask before multiplying
+  weights to **float tolerance** (rtol 1e-3, atol 1e-5 on per-tensor sums, absolute sums and
+  first values; measured: at most 1.6e-4 relative after 6 SGD steps): drop path is now
+  :func:`torchvision.ops.stochastic_depth`, which scales the mask before multiplying
   (``x * (mask / keep)``) where the earlier code divided the product (``x * mask / keep``), so
-  the last bit of dropped-path outputs may differ. The robustness table (clean and attack
-  accuracies on 24 test images) must be equal.
+  the last bit of dropped-path outputs differs and the difference grows a little with every
+  step. The random draws are the same ones. The robustness table (clean, FGSM and PGD-20
+  accuracy on 24 test images) must be equal.
+
+The recorded numbers come from one CPU (one thread); another instruction set may round
+convolutions differently. On such a machine, regenerate the file with the earlier version of
+the code, then run this test against the current one.
 
 Regenerate the file only for a deliberate change of behaviour:
 ``python tests/test_reference_run.py --write``.
@@ -42,8 +48,8 @@ from rnasframe.training import StandardTraining, TradesTraining, Trainer
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference_run.json"
 
 #: Tolerance of the training weights (see the module docstring for why they are not bit-exact).
-TRAINING_RTOL = 1e-4
-TRAINING_ATOL = 1e-6
+TRAINING_RTOL = 1e-3
+TRAINING_ATOL = 1e-5
 
 
 def _objective(kind: str) -> RobustObjective:
