@@ -32,10 +32,11 @@ import gin
 import torch
 
 from rnasframe import distributed
-from rnasframe.run_folder import RunFolder
+from rnasframe.checkpoint import CheckpointError
+from rnasframe.run_folder import RunFolder, write_atomic
 from rnasframe.seeding import epoch_seed, seed_everything
 
-__all__ = ["Run", "launch_world_size", "write_config"]
+__all__ = ["Run", "MidEpochCheckpoints", "check_position", "launch_world_size", "write_config"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -57,9 +58,9 @@ def write_config(folder: RunFolder) -> None:
     operative = gin.operative_config_str()
     full = gin.config_str()
     if full.strip():
-        (folder.path / "config.gin").write_text(full)
+        write_atomic(folder.path / "config.gin", full)
     if operative.strip():
-        (folder.path / "operative_config.gin").write_text(operative)
+        write_atomic(folder.path / "operative_config.gin", operative)
         folder.writer.add_text("config/operative", "    " + operative.replace("\n", "\n    "), 0)
 
 
@@ -228,8 +229,6 @@ def check_position(
         CheckpointError: it was written with another batch size or number of processes, for
             another number of steps per epoch, or its step is not inside the epoch.
     """
-    from rnasframe.checkpoint import CheckpointError
-
     for name, ours in (("batch_size", batch_size), ("world_size", world_size), ("steps", steps)):
         if position.get(name) != ours:
             raise CheckpointError(
