@@ -103,6 +103,7 @@ rnasframe_api_modules = [
         "rnasframe.config",
         "rnasframe.cli",
         "rnasframe.distributed",
+        "rnasframe.run",
         "rnasframe.run_folder",
         "rnasframe.seeding",
         "rnasframe.model_state",

@@ -15,7 +15,9 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from typing_extensions import Self
 
 import attrs
 import numpy as np
@@ -35,9 +37,6 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
 ]
-
-R = TypeVar("R", bound="CheckpointRecord")
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, or not a checkpoint of the expected kind."""
@@ -103,7 +102,7 @@ class CheckpointRecord:
         return {"format": self.FORMAT, **attrs.asdict(self, recurse=False)}  # type: ignore[arg-type]
 
     @classmethod
-    def from_dict(cls: Type[R], data: Mapping[str, Any], source: str = "checkpoint") -> R:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "checkpoint") -> Self:
         """Rebuild the record from :meth:`to_dict`'s output (this version or an earlier one).
 
         Raises:
@@ -123,7 +122,7 @@ class CheckpointRecord:
         save_atomic(self.to_dict(), path)
 
     @classmethod
-    def load(cls: Type[R], path: os.PathLike[str] | str, map_location: Any = "cpu") -> R:
+    def load(cls, path: os.PathLike[str] | str, map_location: Any = "cpu") -> Self:
         """Read a record written by :meth:`save` (or an earlier version of it).
 
         Raises:

@@ -185,7 +185,7 @@ class Run:
                 )
 
     def seconds_since(self, started: float) -> float:
-        """Wall-clock seconds since ``started`` (:func:`time.perf_counter`), after the device's queued work."""
+        """Wall-clock seconds since ``started`` (a ``time.perf_counter()`` reading), after the device's queued work."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - started

@@ -20,7 +20,7 @@ def drop_path(x: Tensor, drop_prob: float) -> Tensor:
     """Zero whole samples of ``x`` with probability ``drop_prob`` and rescale the kept ones.
 
     DARTS' ``drop_path`` (per sample: one Bernoulli draw per sample, shared by all its channels
-    and pixels), computed by :func:`torchvision.ops.stochastic_depth` in ``"row"`` mode.
+    and pixels), computed by torchvision's ``torchvision.ops.stochastic_depth`` in ``"row"`` mode.
 
     Args:
         x: a ``(N, C, H, W)`` batch.
