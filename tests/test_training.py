@@ -151,6 +151,25 @@ def test_drop_path_zeroes_whole_samples_and_rescales_the_others() -> None:
     assert drop_path(x, 0.0) is x
 
 
+@pytest.mark.parametrize("attack_mode", ["eval", "train"])
+@pytest.mark.parametrize("kind", ["adversarial", "trades"])
+def test_robust_objectives_attack_plain_logits_and_add_the_auxiliary_term(attack_mode: str, kind: str) -> None:
+    net = _network()  # auxiliary head and drop path: a NetworkOutput in training mode
+    x, y = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    if kind == "adversarial":
+        objective: Any = AdversarialTraining(perturbation=_FAST_PGD, attack_mode=attack_mode, auxiliary_weight=0.5)
+    else:
+        objective = TradesTraining(perturbation=_FAST_PGD, attack_mode=attack_mode, auxiliary_weight=0.5)
+    output = objective(net, x, y)
+    assert "aux_ce" in output.metrics and net.training
+    base = float(output.metrics["ce"]) + (6.0 * float(output.metrics["kl"]) if kind == "trades" else 0.0)
+    assert float(output.loss.detach()) == pytest.approx(base + 0.5 * float(output.metrics["aux_ce"]), rel=1e-5)
+    output.loss.backward()
+    assert net.auxiliary_head is not None and all(p.grad is not None for p in net.auxiliary_head.parameters())
+    without = type(objective)(perturbation=_FAST_PGD, attack_mode=attack_mode, auxiliary_weight=0.0)(net, x, y)
+    assert "aux_ce" not in without.metrics
+
+
 def test_network_trains_one_step_with_auxiliary_head_and_drop_path() -> None:
     torch.manual_seed(0)
     net = _network()
@@ -458,3 +477,8 @@ def test_cli_reports_bad_input_in_one_line_with_exit_status_2(tmp_path: Path, ca
     assert not (tmp_path / "run").exists()  # nothing was started
     assert evaluate_main([f"--run_dir={tmp_path / 'absent'}"], examples_dir=EXAMPLES) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_negative_auxiliary_weight_fails_in_one_line() -> None:
+    with pytest.raises(ValueError, match="StandardTraining.auxiliary_weight must be .*, got -0.1"):
+        StandardTraining(auxiliary_weight=-0.1)
