@@ -93,6 +93,7 @@ def _kill_at_a_random_moment(script: str, run_dir: Path, window: float) -> None:
         process.wait()
 
 
+@pytest.mark.slow
 def test_a_search_killed_at_a_random_moment_resumes_bit_identically(tmp_path: Path) -> None:
     toy_engine().run(tmp_path / "straight")
     run_dir = tmp_path / "killed"
