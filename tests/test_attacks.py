@@ -18,6 +18,7 @@ from rnasframe.config import parse_gin
 from rnasframe.interfaces import Perturbation
 from rnasframe.perturbations import FGSM, PGD, L2Ball, LinfBall, PGDMaximizer
 from rnasframe.robustness import AutoAttack, RobustnessEvaluation, attack_name, cross_entropy_objective, with_radius
+from rnasframe.spaces.darts import DartsSpace
 from rnasframe.testing import check_perturbation
 from rnasframe.testing.strategies import epsilons, images
 from rnasframe.training import AdversarialTraining, Trainer
@@ -90,7 +91,7 @@ def test_an_attack_whose_radius_disagrees_with_the_evaluation_fails_in_one_line_
     with pytest.raises(ValueError, match=r"sweep_attack: pgd20 has a L2Ball of radius 0.5, but .*epsilon = 0.031"):
         RobustnessEvaluation(epsilon=0.031, sweep_attack=PGD(L2Ball(0.5)))
     with pytest.raises(ValueError, match=r"Trainer.selection: pgd10 has a LinfBall of radius 0.1, but .*epsilon = 0.031"):
-        Trainer(objective=AdversarialTraining(), selection=PGD(LinfBall(0.1), steps=10, step_size=0.1))
+        Trainer(space=DartsSpace(), objective=AdversarialTraining(), selection=PGD(LinfBall(0.1), steps=10, step_size=0.1))
 
 
 def test_the_radius_macro_binds_every_ball_and_a_stray_radius_fails_when_built() -> None:

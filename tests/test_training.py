@@ -365,7 +365,7 @@ def _bad_genotype_file(tmp_path: Path, edit: Any) -> Path:
         (lambda p: _bad_genotype_file(p, lambda d: d["normal"].__setitem__(0, ["conv_9x9", 0])), "unknown operation 'conv_9x9'"),
         (lambda p: _bad_genotype_file(p, lambda d: d["reduce"].__setitem__(1, ["max_pool_3x3", 7])), "reads input 7"),
         (lambda p: str(p / "missing-run"), "does not exist"),
-        (lambda p: "DARTS_V9", "valid names: DARTS, DARTS_V1, DARTS_V2"),
+        (lambda p: "DARTS_V9", "known names: DARTS, DARTS_V1, DARTS_V2"),
         (lambda p: p, "holds no genotype.json"),
     ],
     ids=["unknown-op", "index-out-of-range", "missing-folder", "unknown-name", "folder-without-genotype"],
@@ -460,7 +460,7 @@ def test_cli_reports_bad_input_in_one_line_with_exit_status_2(tmp_path: Path, ca
     assert train_main(base, examples_dir=EXAMPLES) == 2
     assert "no genotype to train" in capsys.readouterr().err
     assert train_main([*base, "--genotype=NOPE"], examples_dir=EXAMPLES) == 2
-    assert "valid names: DARTS, DARTS_V1, DARTS_V2" in capsys.readouterr().err
+    assert "known names: DARTS, DARTS_V1, DARTS_V2" in capsys.readouterr().err
     assert train_main([*base, f"--genotype={tmp_path / 'nowhere'}/"], examples_dir=EXAMPLES) == 2
     assert "does not exist" in capsys.readouterr().err
     assert train_main([*base, "--genotype=DARTS", "--gin_param=RobustnessEvaluation.attacks = ('cw',)"], examples_dir=EXAMPLES) == 2
