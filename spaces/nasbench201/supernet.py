@@ -1,0 +1,172 @@
+"""The NAS-Bench-201 supernet: every edge of every cell is a softmax(alpha)-weighted mixture.
+
+The macro network is the stand-alone one's (:mod:`~rnasframe.spaces.nasbench201.network`: stem,
+three stages of ``N`` cells, stride-2 residual blocks, classifier). Every cell shares one alpha of
+shape ``6 x 5`` (edges in :data:`~rnasframe.spaces.nasbench201.genotypes.EDGES` order x
+:data:`~rnasframe.spaces.nasbench201.genotypes.OPERATIONS`); the BatchNorms of the cells' edges
+have no affine parameters, as in NAS-Bench-201's DARTS code. Edge ``i<-j`` computes::
+
+    w_skip * x_j + w_1x1 * BN(conv1x1(relu(x_j))) + w_3x3 * BN(conv3x3(relu(x_j))) + w_pool * avgpool(x_j)
+
+with ``w = softmax(alpha)[edge]``; ``none`` contributes zero (its weight still takes part in the
+softmax). The computation is grouped by source node, which is exact, not an approximation:
+
+* ``relu(x_j)`` and ``avgpool(x_j)`` are computed once per source node and shared by its edges;
+* the convolutions of all edges leaving node ``j`` run as one convolution with the edges' output
+  channels stacked (each block of ``C`` output channels is one edge's own weight and BatchNorm);
+* the mixing weight is the BatchNorm's per-channel scale, ``w * BN(z) = batch_norm(z, weight=w)``.
+
+NAS-Bench-201's search cells give their convolutions a bias (its ``ReLUConvBN`` adds one when the
+BatchNorm is not affine); the bias is cancelled exactly by the BatchNorm that follows, so it is
+left out here. The cells may run on channels-last tensors (faster on CPU with oneDNN; the
+parameters are unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnasframe.interfaces.search_space import InputSpec, Supernet
+from rnasframe.modules import Normalize
+from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, Genotype, derive_genotype
+from rnasframe.spaces.nasbench201.network import ResidualBlock, stage_plan
+
+__all__ = ["SearchCell", "NasBench201Supernet"]
+
+_SKIP, _CONV1, _CONV3, _POOL = (OPERATIONS.index(name) for name in
+                                ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"))
+
+
+def _scaled_batch_norm(bn: nn.BatchNorm2d, z: Tensor, scale: Tensor) -> Tensor:
+    """``scale * bn(z)`` for a non-affine ``bn``, with its running statistics updated as ``bn`` would."""
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    use_batch_stats = bn.training or not bn.track_running_stats
+    return F.batch_norm(
+        z, bn.running_mean, bn.running_var, weight=scale, bias=None,
+        training=use_batch_stats, momentum=bn.momentum if bn.momentum is not None else 0.0, eps=bn.eps,
+    )
+
+
+class SearchCell(nn.Module):
+    """One NAS-Bench-201 cell of the supernet, its convolutions grouped by source node.
+
+    For source node ``j`` (0, 1, 2) with ``n_j = 3 - j`` outgoing edges (to nodes ``j+1 .. 3``),
+    ``conv1x1[j]`` and ``conv3x3[j]`` have ``n_j * C`` output channels: block ``k`` belongs to edge
+    ``(j + 1 + k)<-j``; ``bn1x1[j]`` and ``bn3x3[j]`` hold the matching running statistics.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.conv1x1 = nn.ModuleList()
+        self.conv3x3 = nn.ModuleList()
+        self.bn1x1 = nn.ModuleList()
+        self.bn3x3 = nn.ModuleList()
+        for source in range(NODES - 1):
+            width = (NODES - 1 - source) * channels
+            self.conv1x1.append(nn.Conv2d(channels, width, 1, bias=False))
+            self.conv3x3.append(nn.Conv2d(channels, width, 3, padding=1, bias=False))
+            self.bn1x1.append(nn.BatchNorm2d(width, affine=False))
+            self.bn3x3.append(nn.BatchNorm2d(width, affine=False))
+        # rows of alpha of the edges leaving each source node, in target order
+        self._rows: List[List[int]] = [
+            [EDGES.index((target, source)) for target in range(source + 1, NODES)] for source in range(NODES - 1)
+        ]
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        """Return the output node for input ``x`` and mixing weights ``softmax(alpha)`` (6 x 5)."""
+        c = self.channels
+        sums: Dict[int, Tensor] = {}
+        node = x
+        for source in range(NODES - 1):
+            if source > 0:
+                node = sums.pop(source)
+            rows = self._rows[source]
+            w = weights[rows]  # (n_j, 5)
+            activated = F.relu(node)
+            y = _scaled_batch_norm(self.bn1x1[source], self.conv1x1[source](activated),
+                                   w[:, _CONV1].repeat_interleave(c))
+            y = y + _scaled_batch_norm(self.bn3x3[source], self.conv3x3[source](activated),
+                                       w[:, _CONV3].repeat_interleave(c))
+            pooled = F.avg_pool2d(node, 3, stride=1, padding=1, count_include_pad=False)
+            for k, target in enumerate(range(source + 1, NODES)):
+                term = y[:, k * c:(k + 1) * c] + w[k, _SKIP] * node + w[k, _POOL] * pooled
+                sums[target] = term if target not in sums else sums[target] + term
+        return sums[NODES - 1]
+
+
+class NasBench201Supernet(Supernet):
+    """The NAS-Bench-201 supernet (NAS-Bench-201's ``TinyNetworkDarts``), one alpha for all cells.
+
+    Args:
+        num_classes: outputs of the classifier.
+        channels: ``C`` of the first stage.
+        cells_per_stage: ``N``, cells per stage.
+        input_spec: input shape and normalization (default: 3x32x32, identity normalization).
+        channels_last: run the network on channels-last tensors after the stem's input.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        input_spec: Optional[InputSpec] = None,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        spec = input_spec or InputSpec()
+        self.channels_last = channels_last
+        self.normalize = Normalize(spec.mean, spec.std)
+        self.stem = nn.Sequential(
+            nn.Conv2d(spec.shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        )
+        self.cells = nn.ModuleList(
+            SearchCell(sizes[0]) if kind == "cell" else ResidualBlock(*sizes)
+            for kind, *sizes in stage_plan(channels, cells_per_stage)
+        )
+        width = 4 * channels
+        self.last = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(inplace=False))
+        self.classifier = nn.Linear(width, num_classes)
+        self.alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPERATIONS)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the logits of a batch of images in [0, 1]."""
+        x = self.normalize(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.stem(x)
+        weights = F.softmax(self.alpha, dim=-1)
+        for cell in self.cells:
+            out = cell(out, weights) if isinstance(cell, SearchCell) else cell(out)
+        out = self.last(out)
+        return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """Return ``[alpha]``, one ``6 x 5`` tensor shared by every cell."""
+        return [self.alpha]
+
+    @property
+    def arch_parameter_names(self) -> List[str]:
+        """``["cell"]``: the one alpha belongs to the (single kind of) cell."""
+        return ["cell"]
+
+    @property
+    def op_names(self) -> Sequence[str]:
+        """:data:`OPERATIONS`, the order of alpha's last axis."""
+        return list(OPERATIONS)
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        """Yield every parameter except alpha."""
+        for parameter in self.parameters():
+            if parameter is not self.alpha:
+                yield parameter
+
+    def genotype(self) -> Genotype:
+        """The cell derived from alpha: argmax over all five operations per edge, ``none`` included."""
+        return derive_genotype(self.alpha)
