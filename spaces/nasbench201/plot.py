@@ -11,7 +11,10 @@ from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, Gen
 
 __all__ = ["draw_cell", "plot_alpha_evolution"]
 
-_POSITIONS = {0: (0.0, 0.0), 1: (1.0, 1.0), 2: (2.0, 0.0), 3: (3.0, 1.0)}
+# Nodes on a line; consecutive nodes joined straight, skip edges arc above (one node skipped)
+# or below (0 -> 3), with matplotlib's arc3 bend of the edge (its label sits on the apex).
+_POSITIONS = {node: (float(node), 0.0) for node in range(NODES)}
+_BEND = {1: 0.0, 2: -0.5, 3: 0.4}  # by target - source
 _NAMES = {0: "in", 1: "1", 2: "2", 3: "out"}
 
 
@@ -27,20 +30,19 @@ def draw_cell(genotype: Genotype, path: Path) -> Path:
 
     ``none`` edges are left out (they carry nothing); the title is the architecture string.
     """
-    fig = _figure(figsize=(6.0, 3.2))
+    fig = _figure(figsize=(7.0, 3.0))
     ax = fig.subplots()
     for (target, source), name in zip(EDGES, genotype.operations):
         if name == "none":
             continue
         (x0, y0), (x1, y1) = _POSITIONS[source], _POSITIONS[target]
-        bend = 0.35 if target - source > 1 else 0.0
+        bend = _BEND[target - source]
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
                     arrowprops=dict(arrowstyle="-|>", shrinkA=14, shrinkB=14, color="0.3",
-                                    connectionstyle=f"arc3,rad={-bend}"))
-        mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-        if bend:  # put the label on the arc, which bulges to the right of source -> target
-            dx, dy = x1 - x0, y1 - y0
-            mx, my = mx + bend / 2 * dy, my - bend / 2 * dx
+                                    connectionstyle=f"arc3,rad={bend}"))
+        # apex of arc3's quadratic curve: midpoint + bend / 2 * (dy, -dx)
+        mx = (x0 + x1) / 2 + bend / 2 * (y1 - y0)
+        my = (y0 + y1) / 2 - bend / 2 * (x1 - x0)
         ax.text(mx, my, name, ha="center", va="center", fontsize=8,
                 bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7"))
     for node in range(NODES):
@@ -49,8 +51,8 @@ def draw_cell(genotype: Genotype, path: Path) -> Path:
                    edgecolors="black", zorder=3)
         ax.text(x, y, _NAMES[node], ha="center", va="center", zorder=4)
     ax.set_title(str(genotype), fontsize=7)
-    ax.set_xlim(-0.5, 3.5)
-    ax.set_ylim(-1.2, 1.8)
+    ax.set_xlim(-0.4, 3.4)
+    ax.set_ylim(-0.9, 0.8)
     ax.axis("off")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
