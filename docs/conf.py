@@ -86,6 +86,13 @@ rnasframe_api_modules = [
         "rnasframe.spaces.darts.operations",
         "rnasframe.spaces.darts.fastops",
         "rnasframe.spaces.darts.plot",
+        "rnasframe.spaces.nasbench201",
+        "rnasframe.spaces.nasbench201.space",
+        "rnasframe.spaces.nasbench201.genotypes",
+        "rnasframe.spaces.nasbench201.supernet",
+        "rnasframe.spaces.nasbench201.network",
+        "rnasframe.spaces.nasbench201.robustness_data",
+        "rnasframe.spaces.nasbench201.plot",
     ]),
     ("Training and evaluation", [
         "rnasframe.training",

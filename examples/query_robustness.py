@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from rnasframe.spaces.nasbench201 import Genotype, NasBench201Space, RobustnessDataset
+from rnasframe.spaces.nasbench201 import NasBench201Genotype, NasBench201Space, RobustnessDataset
 
 ADVERSARIAL_KEYS = ("clean", "fgsm@Linf", "pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf")
 
 
-def read_genotype(text: str) -> Genotype:
+def read_genotype(text: str) -> NasBench201Genotype:
     """A run folder, a genotype.json file or an architecture string (or its JSON form)."""
     space = NasBench201Space()
     path = Path(text).expanduser()
@@ -38,7 +38,7 @@ def read_genotype(text: str) -> Genotype:
     return space.resolve_genotype(text)
 
 
-def table(data: RobustnessDataset, genotype: Genotype, data_sets: Sequence[str], keys: Optional[Sequence[str]],
+def table(data: RobustnessDataset, genotype: NasBench201Genotype, data_sets: Sequence[str], keys: Optional[Sequence[str]],
           measure: str) -> List[str]:
     """The rows of the printed table (data set, key, value or values per epsilon)."""
     rows = [f"architecture: {genotype} (id {data.architecture_id(genotype)}, evaluated as "

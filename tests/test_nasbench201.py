@@ -22,7 +22,7 @@ from rnasframe.interfaces.search_space import InputSpec, Picture
 from rnasframe.spaces.nasbench201 import (
     EDGES,
     OPERATIONS,
-    Genotype,
+    NasBench201Genotype,
     NasBench201Network,
     NasBench201Space,
     NasBench201Supernet,
@@ -34,7 +34,7 @@ from rnasframe.spaces.nasbench201 import (
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
-genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(lambda ops: Genotype(tuple(ops)))
+genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(lambda ops: NasBench201Genotype(tuple(ops)))
 
 
 def _uniform(op: str) -> str:
@@ -64,7 +64,7 @@ def test_string_of_example() -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(genotypes)
-def test_round_trips(genotype: Genotype) -> None:
+def test_round_trips(genotype: NasBench201Genotype) -> None:
     space = NasBench201Space()
     assert parse_architecture(str(genotype)) == genotype
     assert genotype_from_dict(json.loads(json.dumps(genotype_to_dict(genotype)))) == genotype
@@ -96,14 +96,14 @@ def test_parser_errors_are_one_line(text: str, message: str) -> None:
 
 def test_bad_genotypes_rejected() -> None:
     with pytest.raises(ValueError, match="tuple of 6"):
-        Genotype(("none",) * 5)
+        NasBench201Genotype(("none",) * 5)
     with pytest.raises(ValueError, match="unknown operation 'sep_conv_3x3'"):
-        Genotype(("sep_conv_3x3",) * 6)
+        NasBench201Genotype(("sep_conv_3x3",) * 6)
     with pytest.raises(ValueError, match="arch_str"):
         genotype_from_dict({"normal": []})
     with pytest.raises(ValueError, match="does not parse"):
         NasBench201Space().resolve_genotype("{not json")
-    with pytest.raises(TypeError, match="Genotype or an architecture string"):
+    with pytest.raises(TypeError, match="NasBench201Genotype or an architecture string"):
         NasBench201Space().network(42)
 
 
@@ -217,7 +217,7 @@ def _copy_into_network(supernet: NasBench201Supernet, network: NasBench201Networ
 
 @settings(max_examples=8, deadline=None)
 @given(genotypes)
-def test_supernet_with_one_hot_alpha_is_the_network(genotype: Genotype) -> None:
+def test_supernet_with_one_hot_alpha_is_the_network(genotype: NasBench201Genotype) -> None:
     """With softmax(alpha) exactly one-hot, the supernet computes the genotype's network (float64)."""
     torch.manual_seed(1)
     channels, spec = 3, InputSpec((3, 8, 8))

@@ -15,30 +15,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from rnasframe.spaces.nasbench201 import OPERATIONS, Genotype, NasBench201Space, derive_genotype
+from rnasframe.spaces.nasbench201 import OPERATIONS, NasBench201Genotype, NasBench201Space, derive_genotype
 
 tiny_network = pytest.importorskip("xautodl.models.cell_infers.tiny_network")
 search_darts = pytest.importorskip("xautodl.models.cell_searchs.search_model_darts")
 structures = pytest.importorskip("xautodl.models.cell_searchs.genotypes")
 
-genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(lambda ops: Genotype(tuple(ops)))
+genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(lambda ops: NasBench201Genotype(tuple(ops)))
 
 
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _reference_count(genotype: Genotype, num_classes: int, channels: int = 16, cells: int = 5) -> int:
+def _reference_count(genotype: NasBench201Genotype, num_classes: int, channels: int = 16, cells: int = 5) -> int:
     structure = structures.Structure.str2structure(str(genotype))
     return _count(tiny_network.TinyNetwork(channels, cells, structure, num_classes))
 
 
-def _with_counts(n1x1: int, n3x3: int, rng: random.Random) -> Genotype:
+def _with_counts(n1x1: int, n3x3: int, rng: random.Random) -> NasBench201Genotype:
     """A genotype with ``n1x1`` 1x1 and ``n3x3`` 3x3 convolutions at random edges, the rest random."""
     ops = ["nor_conv_1x1"] * n1x1 + ["nor_conv_3x3"] * n3x3
     ops += [rng.choice(("none", "skip_connect", "avg_pool_3x3")) for _ in range(6 - len(ops))]
     rng.shuffle(ops)
-    return Genotype(tuple(ops))
+    return NasBench201Genotype(tuple(ops))
 
 
 def test_parameter_counts_equal_the_reference_for_every_count_of_convolutions() -> None:
@@ -56,7 +56,7 @@ def test_parameter_counts_equal_the_reference_for_every_count_of_convolutions() 
 
 @settings(max_examples=25, deadline=None)
 @given(genotypes, st.sampled_from([10, 100, 120]))
-def test_parameter_counts_equal_the_reference(genotype: Genotype, num_classes: int) -> None:
+def test_parameter_counts_equal_the_reference(genotype: NasBench201Genotype, num_classes: int) -> None:
     assert _count(NasBench201Space().network(genotype, num_classes)) == _reference_count(genotype, num_classes)
 
 

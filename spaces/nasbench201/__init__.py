@@ -13,7 +13,7 @@ Typical use::
 from rnasframe.spaces.nasbench201.genotypes import (
     EDGES,
     OPERATIONS,
-    Genotype,
+    NasBench201Genotype,
     derive_genotype,
     genotype_from_dict,
     genotype_to_dict,
@@ -27,7 +27,7 @@ from rnasframe.spaces.nasbench201.supernet import NasBench201Supernet
 __all__ = [
     "EDGES",
     "OPERATIONS",
-    "Genotype",
+    "NasBench201Genotype",
     "NasBench201Network",
     "NasBench201Space",
     "NasBench201Supernet",

@@ -3,7 +3,7 @@
 A NAS-Bench-201 cell (Dong & Yang, 2020) is a complete DAG on 4 nodes: node ``i`` is the sum over
 ``j < i`` of ``op(node j)``, node 0 is the cell input and node 3 its output. Its 6 edges, in the
 order of the rows of the supernet's alpha (NAS-Bench-201's sorted ``"i<-j"`` keys), are
-``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``. A :class:`Genotype` names one operation per edge and is
+``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``. A :class:`NasBench201Genotype` names one operation per edge and is
 written as NAS-Bench-201's architecture string, one ``|op~j|`` group per input of a node, the
 nodes joined by ``+``::
 
@@ -24,7 +24,7 @@ __all__ = [
     "OPERATIONS",
     "EDGES",
     "NODES",
-    "Genotype",
+    "NasBench201Genotype",
     "parse_architecture",
     "genotype_to_dict",
     "genotype_from_dict",
@@ -38,7 +38,7 @@ OPERATIONS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv
 #: Number of nodes of a cell: the input (0), two intermediate nodes and the output (3).
 NODES = 4
 
-#: The edges ``(target, source)`` in the order of the rows of alpha and of :attr:`Genotype.operations`.
+#: The edges ``(target, source)`` in the order of the rows of alpha and of :attr:`~rnasframe.spaces.nasbench201.genotypes.NasBench201Genotype.operations`.
 EDGES: Tuple[Tuple[int, int], ...] = tuple((i, j) for i in range(1, NODES) for j in range(i))
 
 _FORMAT = "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'"
@@ -47,7 +47,7 @@ _FORMAT = "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'"
 def _check_operations(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
     if not isinstance(value, tuple) or len(value) != len(EDGES):
         raise ValueError(
-            f"Genotype.operations must be a tuple of {len(EDGES)} operation names (edges "
+            f"NasBench201Genotype.operations must be a tuple of {len(EDGES)} operation names (edges "
             f"{', '.join(f'{i}<-{j}' for i, j in EDGES)}), got {value!r}"
         )
     for edge, name in zip(EDGES, value):
@@ -62,11 +62,11 @@ def _list_to_tuple(value: Any) -> Any:
 
 
 @attrs.frozen
-class Genotype:
+class NasBench201Genotype:
     """One NAS-Bench-201 cell: the operation of each of the 6 edges, in :data:`EDGES` order.
 
     ``str(genotype)`` is NAS-Bench-201's architecture string; :func:`parse_architecture` is its
-    inverse. Build one from a string with ``Genotype.from_string(text)``.
+    inverse. Build one from a string with ``NasBench201Genotype.from_string(text)``.
 
     Args:
         operations: 6 names from :data:`OPERATIONS`, for edges ``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``.
@@ -75,7 +75,7 @@ class Genotype:
     operations: Tuple[str, ...] = attrs.field(converter=_list_to_tuple, validator=_check_operations)
 
     @classmethod
-    def from_string(cls, text: str) -> "Genotype":
+    def from_string(cls, text: str) -> "NasBench201Genotype":
         """Parse NAS-Bench-201's architecture string (see :func:`parse_architecture`)."""
         return parse_architecture(text)
 
@@ -91,8 +91,8 @@ class Genotype:
         return "+".join(groups)
 
 
-def parse_architecture(text: str) -> Genotype:
-    """Parse NAS-Bench-201's architecture string into a :class:`Genotype`.
+def parse_architecture(text: str) -> NasBench201Genotype:
+    """Parse NAS-Bench-201's architecture string into a :class:`NasBench201Genotype`.
 
     Args:
         text: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` with names from :data:`OPERATIONS`; node
@@ -141,17 +141,17 @@ def parse_architecture(text: str) -> Genotype:
                     f"{list(range(target))} must appear once"
                 )
             chosen[(target, source)] = name
-    return Genotype(tuple(chosen[edge] for edge in EDGES))
+    return NasBench201Genotype(tuple(chosen[edge] for edge in EDGES))
 
 
-def genotype_to_dict(genotype: Genotype) -> Dict[str, Any]:
+def genotype_to_dict(genotype: NasBench201Genotype) -> Dict[str, Any]:
     """Return ``{"arch_str": str(genotype)}``, the JSON form (``genotype.json``) of a cell."""
-    if not isinstance(genotype, Genotype):
-        raise TypeError(f"expected a NAS-Bench-201 Genotype, got {type(genotype).__name__}: {genotype!r}")
+    if not isinstance(genotype, NasBench201Genotype):
+        raise TypeError(f"expected a NAS-Bench-201 NasBench201Genotype, got {type(genotype).__name__}: {genotype!r}")
     return {"arch_str": str(genotype)}
 
 
-def genotype_from_dict(data: Mapping[str, Any]) -> Genotype:
+def genotype_from_dict(data: Mapping[str, Any]) -> NasBench201Genotype:
     """Inverse of :func:`genotype_to_dict`: read ``data["arch_str"]``.
 
     Raises:
@@ -164,7 +164,7 @@ def genotype_from_dict(data: Mapping[str, Any]) -> Genotype:
     return parse_architecture(data["arch_str"])
 
 
-def genotype_from_text(text: str) -> Genotype:
+def genotype_from_text(text: str) -> NasBench201Genotype:
     """Read an architecture string or the JSON text of :func:`genotype_to_dict` (or a bare JSON string).
 
     Raises:
@@ -180,7 +180,7 @@ def genotype_from_text(text: str) -> Genotype:
     return parse_architecture(stripped)
 
 
-def derive_genotype(alpha: Tensor | np.ndarray | Sequence[Sequence[float]]) -> Genotype:
+def derive_genotype(alpha: Tensor | np.ndarray | Sequence[Sequence[float]]) -> NasBench201Genotype:
     """NAS-Bench-201's DARTS derivation: on every edge, the operation of largest alpha.
 
     The argmax runs over all five :data:`OPERATIONS`, ``none`` included (unlike DARTS' own space,
@@ -200,4 +200,4 @@ def derive_genotype(alpha: Tensor | np.ndarray | Sequence[Sequence[float]]) -> G
         raise ValueError(f"alpha must have shape {expected} (edges x operations), got {tuple(weights.shape)}")
     if not torch.isfinite(weights).all():
         raise ValueError(f"alpha must be finite, got {weights.tolist()}")
-    return Genotype(tuple(OPERATIONS[int(k)] for k in weights.argmax(dim=1)))
+    return NasBench201Genotype(tuple(OPERATIONS[int(k)] for k in weights.argmax(dim=1)))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from rnasframe.interfaces.search_space import InputSpec
 from rnasframe.modules import Normalize
-from rnasframe.spaces.nasbench201.genotypes import NODES, Genotype
+from rnasframe.spaces.nasbench201.genotypes import NODES, NasBench201Genotype
 
 __all__ = ["ReLUConvBN", "ResidualBlock", "Cell", "NasBench201Network", "stage_plan"]
 
@@ -83,7 +83,7 @@ class Cell(nn.Module):
     ``none`` edges hold no module and are skipped; a node whose every input is ``none`` is zero.
     """
 
-    def __init__(self, genotype: Genotype, channels: int) -> None:
+    def __init__(self, genotype: NasBench201Genotype, channels: int) -> None:
         super().__init__()
         self.genotype = genotype
         ops = {f"{i}<-{j}": _operation(name, channels) for i, j, name in genotype.edges()}
@@ -119,7 +119,7 @@ class NasBench201Network(nn.Module):
 
     def __init__(
         self,
-        genotype: Genotype,
+        genotype: NasBench201Genotype,
         num_classes: int = 10,
         channels: int = 16,
         cells_per_stage: int = 5,

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, Genotype
+from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, NasBench201Genotype
 
 __all__ = ["draw_cell", "plot_alpha_evolution"]
 
@@ -25,7 +25,7 @@ def _figure(**kwargs: Any) -> Any:
     return Figure(**kwargs)
 
 
-def draw_cell(genotype: Genotype, path: Path) -> Path:
+def draw_cell(genotype: NasBench201Genotype, path: Path) -> Path:
     """Draw the cell's 4 nodes and its edges labelled with their operations into the PNG ``path``.
 
     ``none`` edges are left out (they carry nothing); the title is the architecture string.

@@ -17,20 +17,19 @@ Only the files a query needs are read, each once.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import gin
 
-from rnasframe.spaces.nasbench201.genotypes import Genotype, parse_architecture
+from rnasframe.spaces.nasbench201.genotypes import NasBench201Genotype, parse_architecture
 
 __all__ = ["RobustnessDataset", "MEASURES", "SUMMARY_KEYS"]
 
 #: What a data file may hold about an architecture.
 MEASURES: Tuple[str, ...] = ("accuracy", "confidence", "cm")
 
-#: The keys :meth:`RobustnessDataset.summary` reports: clean, FGSM and PGD accuracy.
+#: The keys :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary` reports: clean, FGSM and PGD accuracy.
 SUMMARY_KEYS: Tuple[str, ...] = ("clean", "fgsm@Linf", "pgd@Linf")
 
 
@@ -40,15 +39,15 @@ class RobustnessDataset:
 
     Args:
         folder: the unpacked release: ``meta.json`` and one folder per data set.
-        data_set: the data set :meth:`summary` reports (a subfolder, e.g. ``"cifar10"``).
-        epsilon: the attack radius :meth:`summary` reports for FGSM and PGD, in units of 1/255
+        data_set: the data set :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary` reports (a subfolder, e.g. ``"cifar10"``).
+        epsilon: the attack radius :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary` reports for FGSM and PGD, in units of 1/255
             like the data's epsilon grid (8 ~ 0.031, the radius of the paper's evaluation).
 
     Raises:
         ValueError: ``folder`` has no ``meta.json``, or it is not the expected JSON.
     """
 
-    def __init__(self, folder: Union[str, "os.PathLike[str]"], data_set: str = "cifar10",
+    def __init__(self, folder: Union[str, Path], data_set: str = "cifar10",
                  epsilon: float = 8.0) -> None:
         self.folder = Path(folder).expanduser()
         meta_path = self.folder / "meta.json"
@@ -102,13 +101,13 @@ class RobustnessDataset:
         grid = self.meta.get("epsilons", {}).get(key)
         return None if grid is None else [float(e) for e in grid]
 
-    def architecture_id(self, genotype: Union[Genotype, str]) -> str:
+    def architecture_id(self, genotype: Union[NasBench201Genotype, str]) -> str:
         """The id of the architecture in ``meta.json``.
 
         Raises:
             ValueError: the architecture is not in the data.
         """
-        text = str(genotype if isinstance(genotype, Genotype) else parse_architecture(genotype))
+        text = str(genotype if isinstance(genotype, NasBench201Genotype) else parse_architecture(genotype))
         if text not in self._ids_by_string:
             raise ValueError(
                 f"architecture {text!r} is not in {self.folder / 'meta.json'} "
@@ -116,16 +115,16 @@ class RobustnessDataset:
             )
         return self._ids_by_string[text]
 
-    def evaluated_id(self, genotype: Union[Genotype, str]) -> str:
+    def evaluated_id(self, genotype: Union[NasBench201Genotype, str]) -> str:
         """The id the architecture was evaluated as (its ``"isomorph"``)."""
         return self._isomorph[self.architecture_id(genotype)]
 
     # --- queries -------------------------------------------------------------------------------
 
-    def value(self, genotype: Union[Genotype, str], key: str = "clean", measure: str = "accuracy",
+    def value(self, genotype: Union[NasBench201Genotype, str], key: str = "clean", measure: str = "accuracy",
               data_set: Optional[str] = None) -> Any:
         """The stored value of ``genotype`` for ``key`` and ``measure``: a number, or a list over the
-        attack's epsilon grid (see :meth:`epsilons`), exactly as in the file.
+        attack's epsilon grid (see :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.epsilons`), exactly as in the file.
 
         Raises:
             ValueError: an unknown data set, key or measure (the message lists those present), or
@@ -141,13 +140,13 @@ class RobustnessDataset:
             )
         return table[uid]
 
-    def query(self, genotype: Union[Genotype, str], keys: Sequence[str] = SUMMARY_KEYS,
+    def query(self, genotype: Union[NasBench201Genotype, str], keys: Sequence[str] = SUMMARY_KEYS,
               measure: str = "accuracy", data_set: Optional[str] = None) -> Dict[str, Any]:
         """``{key: value(genotype, key, measure, data_set)}`` for every key of ``keys``."""
         return {key: self.value(genotype, key, measure, data_set) for key in keys}
 
-    def summary(self, genotype: Union[Genotype, str]) -> Dict[str, float]:
-        """Clean, FGSM and PGD accuracy of ``genotype`` on :attr:`data_set`, attacks at :attr:`epsilon`.
+    def summary(self, genotype: Union[NasBench201Genotype, str]) -> Dict[str, float]:
+        """Clean, FGSM and PGD accuracy of ``genotype`` on ``data_set``, attacks at ``epsilon``.
 
         Keys ``"<data set>/clean"``, ``"<data set>/fgsm@Linf"``, ``"<data set>/pgd@Linf"``
         (accuracies in [0, 1] as stored).
@@ -158,7 +157,7 @@ class RobustnessDataset:
         return result
 
     def at_epsilon(self, key: str, stored: Any, epsilon: Optional[float] = None) -> float:
-        """Pick the entry at ``epsilon`` (default :attr:`epsilon`) of a value stored over the
+        """Pick the entry at ``epsilon`` (default ``epsilon``) of a value stored over the
         epsilon grid of ``key``; a number is returned as it is.
 
         Raises:

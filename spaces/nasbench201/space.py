@@ -16,7 +16,7 @@ from rnasframe.interfaces.search_space import InputSpec, Picture, SearchSpace
 from rnasframe.spaces.nasbench201.genotypes import (
     EDGES,
     OPERATIONS,
-    Genotype,
+    NasBench201Genotype,
     genotype_from_dict,
     genotype_from_text,
     genotype_to_dict,
@@ -35,13 +35,13 @@ def _check_num_classes(num_classes: Any) -> None:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
 
 
-def _as_genotype(genotype: Union[Genotype, str]) -> Genotype:
-    if isinstance(genotype, Genotype):
+def _as_genotype(genotype: Union[NasBench201Genotype, str]) -> NasBench201Genotype:
+    if isinstance(genotype, NasBench201Genotype):
         return genotype
     if isinstance(genotype, str):
         return parse_architecture(genotype)
     raise TypeError(
-        f"a NAS-Bench-201 genotype must be a Genotype or an architecture string, got "
+        f"a NAS-Bench-201 genotype must be a NasBench201Genotype or an architecture string, got "
         f"{type(genotype).__name__}: {genotype!r}"
     )
 
@@ -49,14 +49,14 @@ def _as_genotype(genotype: Union[Genotype, str]) -> Genotype:
 @gin.configurable
 @attrs.define(frozen=True)
 class NasBench201Space(SearchSpace):
-    """NAS-Bench-201 (Dong & Yang, ICLR 2020): one 4-node cell with :data:`OPERATIONS` on its 6 edges.
+    """NAS-Bench-201 (Dong & Yang, ICLR 2020): one 4-node cell with :data:`~rnasframe.spaces.nasbench201.genotypes.OPERATIONS` on its 6 edges.
 
     The supernet (:class:`~rnasframe.spaces.nasbench201.supernet.NasBench201Supernet`) and the
     stand-alone network (:class:`~rnasframe.spaces.nasbench201.network.NasBench201Network`) share
     the macro network: stem, three stages of ``cells_per_stage`` cells at ``C``, ``2C``, ``4C``
     channels with stride-2 residual blocks between them, classifier. NAS-Bench-201 searches and
     trains at the same size (``C = 16``, ``N = 5``). A genotype is a
-    :class:`~rnasframe.spaces.nasbench201.genotypes.Genotype`; its string form is NAS-Bench-201's
+    :class:`~rnasframe.spaces.nasbench201.genotypes.NasBench201Genotype`; its string form is NAS-Bench-201's
     architecture string.
 
     Args:
@@ -66,7 +66,7 @@ class NasBench201Space(SearchSpace):
         network_cells_per_stage: ``N`` of the stand-alone network.
         channels_last: run the supernet on channels-last tensors (faster on CPU; same numbers).
         robustness_dataset: Jung et al.'s tabulated robustness; when bound,
-            :meth:`genotype_metrics` returns the derived cell's clean, FGSM and PGD accuracy.
+            :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_metrics` returns the derived cell's clean, FGSM and PGD accuracy.
     """
 
     channels: int = attrs.field(default=16, validator=positive_int)
@@ -87,14 +87,15 @@ class NasBench201Space(SearchSpace):
         )
 
     def network(
-        self, genotype: Union[Genotype, str], num_classes: int = 10, input_spec: Optional[InputSpec] = None
+        self, genotype: Union[NasBench201Genotype, str], num_classes: int = 10, input_spec: Optional[InputSpec] = None
     ) -> NasBench201Network:
-        """Build the stand-alone network of ``genotype`` (a Genotype or an architecture string).
+        """Build the stand-alone network of ``genotype`` (a NasBench201Genotype or an architecture string).
 
         Its parameter count equals NAS-Bench-201's ``TinyNetwork`` for every architecture.
 
         Raises:
-            ValueError / TypeError: for an invalid genotype or number of classes.
+            ValueError: for an invalid architecture string or number of classes.
+            TypeError: for a genotype that is neither a NasBench201Genotype nor a string.
         """
         _check_num_classes(num_classes)
         return NasBench201Network(
@@ -102,27 +103,27 @@ class NasBench201Space(SearchSpace):
             cells_per_stage=self.network_cells_per_stage, input_spec=input_spec,
         )
 
-    def genotype_to_dict(self, genotype: Union[Genotype, str]) -> Dict[str, Any]:
+    def genotype_to_dict(self, genotype: Union[NasBench201Genotype, str]) -> Dict[str, Any]:
         """``{"arch_str": <architecture string>}``, the form stored in ``genotype.json``."""
         return genotype_to_dict(_as_genotype(genotype))
 
-    def genotype_from_dict(self, data: Mapping[str, Any]) -> Genotype:
-        """Inverse of :meth:`genotype_to_dict` (raises :class:`ValueError` on invalid content)."""
+    def genotype_from_dict(self, data: Mapping[str, Any]) -> NasBench201Genotype:
+        """Inverse of :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_to_dict` (raises :class:`ValueError` on invalid content)."""
         return genotype_from_dict(data)
 
-    def resolve_genotype(self, text: str) -> Genotype:
-        """Read NAS-Bench-201's architecture string, or the JSON text of :meth:`genotype_to_dict`.
+    def resolve_genotype(self, text: str) -> NasBench201Genotype:
+        """Read NAS-Bench-201's architecture string, or the JSON text of :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_to_dict`.
 
         Raises:
             ValueError: neither form; the message shows the expected string format.
         """
         return genotype_from_text(text)
 
-    def genotype_metrics(self, genotype: Genotype) -> Mapping[str, float]:
+    def genotype_metrics(self, genotype: NasBench201Genotype) -> Mapping[str, float]:
         """The tabulated clean, FGSM and PGD accuracy of ``genotype`` from :attr:`robustness_dataset`.
 
         Keys ``"<data set>/clean"``, ``"<data set>/fgsm@Linf"``, ``"<data set>/pgd@Linf"`` (see
-        :meth:`RobustnessDataset.summary`); ``{}`` when no data is bound.
+        :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary`); ``{}`` when no data is bound.
         """
         if self.robustness_dataset is None:
             return {}
@@ -130,7 +131,7 @@ class NasBench201Space(SearchSpace):
 
     def save_pictures(
         self,
-        genotype: Genotype,
+        genotype: NasBench201Genotype,
         alpha_history: Mapping[str, Sequence[Any]],
         folder: Union[str, "os.PathLike[str]"],
     ) -> List[Picture]:

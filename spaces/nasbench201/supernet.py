@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from rnasframe.interfaces.search_space import InputSpec, Supernet
 from rnasframe.modules import Normalize
-from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, Genotype, derive_genotype
+from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, NasBench201Genotype, derive_genotype
 from rnasframe.spaces.nasbench201.network import ResidualBlock, stage_plan
 
 __all__ = ["SearchCell", "NasBench201Supernet"]
@@ -158,7 +158,7 @@ class NasBench201Supernet(Supernet):
 
     @property
     def op_names(self) -> Sequence[str]:
-        """:data:`OPERATIONS`, the order of alpha's last axis."""
+        """:data:`~rnasframe.spaces.nasbench201.genotypes.OPERATIONS`, the order of alpha's last axis."""
         return list(OPERATIONS)
 
     def weight_parameters(self) -> Iterator[nn.Parameter]:
@@ -167,6 +167,6 @@ class NasBench201Supernet(Supernet):
             if parameter is not self.alpha:
                 yield parameter
 
-    def genotype(self) -> Genotype:
+    def genotype(self) -> NasBench201Genotype:
         """The cell derived from alpha: argmax over all five operations per edge, ``none`` included."""
         return derive_genotype(self.alpha)
