@@ -56,11 +56,8 @@ class NetworkOutput(NamedTuple):
 
     Like torchvision's ``GoogLeNetOutputs``: networks return plain logits in evaluation mode and
     whenever they have no auxiliary head, so attacks and metrics see a tensor; training losses
-    call :func:`split_output` to get both.
-
-    Attributes:
-        logits: the main classifier's logits, ``(batch, classes)``.
-        aux_logits: the auxiliary classifier's logits, or ``None``.
+    call :func:`split_output` to get both. ``logits`` are the main classifier's,
+    ``(batch, classes)``; ``aux_logits`` the auxiliary classifier's, or ``None``.
     """
 
     logits: Tensor
