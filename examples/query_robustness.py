@@ -38,8 +38,13 @@ def read_genotype(text: str) -> NasBench201Genotype:
     return space.resolve_genotype(text)
 
 
-def table(data: RobustnessDataset, genotype: NasBench201Genotype, data_sets: Sequence[str], keys: Optional[Sequence[str]],
-          measure: str) -> List[str]:
+def table(
+    data: RobustnessDataset,
+    genotype: NasBench201Genotype,
+    data_sets: Sequence[str],
+    keys: Optional[Sequence[str]],
+    measure: str,
+) -> List[str]:
     """The rows of the printed table (data set, key, value or values per epsilon)."""
     rows = [f"architecture: {genotype} (id {data.architecture_id(genotype)}, evaluated as "
             f"{data.evaluated_id(genotype)})", f"{'data set':<16} {'key':<20} {measure}"]
@@ -64,7 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags, print the table; errors are one line on stderr (exit status 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--genotype", required=True, help="run folder, genotype.json or architecture string")
-    parser.add_argument("--dataset_dir", required=True, help="Jung et al.'s unpacked release (meta.json, cifar10/, ...)")
+    parser.add_argument(
+        "--dataset_dir", required=True, help="Jung et al.'s unpacked release (meta.json, cifar10/, ...)"
+    )
     parser.add_argument("--data_sets", default=None, help="comma-separated data set folders (default: all present)")
     parser.add_argument("--keys", default=",".join(ADVERSARIAL_KEYS),
                         help="comma-separated keys, or 'all' for every key present (corruptions included)")

@@ -6,9 +6,7 @@ compare against it skip when it is not installed; hard-coded counts from it alwa
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 from typing import Dict, List
 
 import numpy as np

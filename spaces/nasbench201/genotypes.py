@@ -38,7 +38,8 @@ OPERATIONS: Tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv
 #: Number of nodes of a cell: the input (0), two intermediate nodes and the output (3).
 NODES = 4
 
-#: The edges ``(target, source)`` in the order of the rows of alpha and of :attr:`~rnasframe.spaces.nasbench201.genotypes.NasBench201Genotype.operations`.
+#: The edges ``(target, source)`` in the order of the rows of alpha and of
+#: ``NasBench201Genotype.operations``.
 EDGES: Tuple[Tuple[int, int], ...] = tuple((i, j) for i in range(1, NODES) for j in range(i))
 
 _FORMAT = "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'"
@@ -124,7 +125,9 @@ def parse_architecture(text: str) -> NasBench201Genotype:
         for item in items:
             name, sep, index_text = item.rpartition("~")
             if not sep:
-                raise ValueError(f"edge {item!r} of node {target} in {text!r} must be 'op~input', e.g. 'nor_conv_3x3~0'")
+                raise ValueError(
+                    f"edge {item!r} of node {target} in {text!r} must be 'op~input', e.g. 'nor_conv_3x3~0'"
+                )
             if name not in OPERATIONS:
                 raise ValueError(
                     f"unknown operation {name!r} in {text!r}; allowed: {', '.join(OPERATIONS)}"

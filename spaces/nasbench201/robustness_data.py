@@ -29,7 +29,7 @@ __all__ = ["RobustnessDataset", "MEASURES", "SUMMARY_KEYS"]
 #: What a data file may hold about an architecture.
 MEASURES: Tuple[str, ...] = ("accuracy", "confidence", "cm")
 
-#: The keys :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary` reports: clean, FGSM and PGD accuracy.
+#: The keys :meth:`RobustnessDataset.summary` reports: clean, FGSM and PGD accuracy.
 SUMMARY_KEYS: Tuple[str, ...] = ("clean", "fgsm@Linf", "pgd@Linf")
 
 
@@ -39,8 +39,8 @@ class RobustnessDataset:
 
     Args:
         folder: the unpacked release: ``meta.json`` and one folder per data set.
-        data_set: the data set :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary` reports (a subfolder, e.g. ``"cifar10"``).
-        epsilon: the attack radius :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary` reports for FGSM and PGD, in units of 1/255
+        data_set: the data set that ``summary`` reports (a subfolder, e.g. ``"cifar10"``).
+        epsilon: the attack radius that ``summary`` reports for FGSM and PGD, in units of 1/255
             like the data's epsilon grid (8 ~ 0.031, the radius of the paper's evaluation).
 
     Raises:
@@ -67,7 +67,9 @@ class RobustnessDataset:
                 f"'isomorph'): {type(error).__name__}: {error}"
             ) from None
         if not isinstance(data_set, str) or not data_set:
-            raise ValueError(f"RobustnessDataset.data_set must be a data set folder name such as 'cifar10', got {data_set!r}")
+            raise ValueError(
+                f"RobustnessDataset.data_set must be a data set folder name such as 'cifar10', got {data_set!r}"
+            )
         self.data_set = data_set
         self.epsilon = float(epsilon)
         for key in SUMMARY_KEYS:  # fail now, not after the first epoch of a search
@@ -124,7 +126,7 @@ class RobustnessDataset:
     def value(self, genotype: Union[NasBench201Genotype, str], key: str = "clean", measure: str = "accuracy",
               data_set: Optional[str] = None) -> Any:
         """The stored value of ``genotype`` for ``key`` and ``measure``: a number, or a list over the
-        attack's epsilon grid (see :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.epsilons`), exactly as in the file.
+        attack's epsilon grid (see :meth:`epsilons`), exactly as in the file.
 
         Raises:
             ValueError: an unknown data set, key or measure (the message lists those present), or
@@ -183,7 +185,8 @@ class RobustnessDataset:
         directory = self.folder / data_set
         if not directory.is_dir():
             raise ValueError(
-                f"data set {data_set!r} is not in {str(self.folder)!r}; allowed: {', '.join(self.data_sets()) or 'none'}"
+                f"data set {data_set!r} is not in {str(self.folder)!r}; "
+                f"allowed: {', '.join(self.data_sets()) or 'none'}"
             )
         pairs = []
         for path in directory.glob("*.json"):
@@ -203,7 +206,8 @@ class RobustnessDataset:
         measures = sorted(m for k, m in available if k == key)
         if measure not in measures:
             raise ValueError(
-                f"measure {measure!r} of {key!r} is not in {data_set}/ of {str(self.folder)!r}; allowed: {', '.join(measures)}"
+                f"measure {measure!r} of {key!r} is not in {data_set}/ of {str(self.folder)!r}; "
+                f"allowed: {', '.join(measures)}"
             )
         path = self.folder / data_set / f"{key}_{measure}.json"
         try:

@@ -9,7 +9,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import attrs
 import gin
 import numpy as np
-from torch import nn
 
 from rnasframe import validation
 from rnasframe.interfaces.search_space import InputSpec, Picture, SearchSpace
@@ -49,7 +48,8 @@ def _as_genotype(genotype: Union[NasBench201Genotype, str]) -> NasBench201Genoty
 @gin.configurable
 @attrs.define(frozen=True)
 class NasBench201Space(SearchSpace):
-    """NAS-Bench-201 (Dong & Yang, ICLR 2020): one 4-node cell with :data:`~rnasframe.spaces.nasbench201.genotypes.OPERATIONS` on its 6 edges.
+    """NAS-Bench-201 (Dong & Yang, ICLR 2020): a 4-node cell with
+    :data:`~rnasframe.spaces.nasbench201.genotypes.OPERATIONS` on its 6 edges.
 
     The supernet (:class:`~rnasframe.spaces.nasbench201.supernet.NasBench201Supernet`) and the
     stand-alone network (:class:`~rnasframe.spaces.nasbench201.network.NasBench201Network`) share
@@ -66,7 +66,8 @@ class NasBench201Space(SearchSpace):
         network_cells_per_stage: ``N`` of the stand-alone network.
         channels_last: run the supernet on channels-last tensors (faster on CPU; same numbers).
         robustness_dataset: Jung et al.'s tabulated robustness; when bound,
-            :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_metrics` returns the derived cell's clean, FGSM and PGD accuracy.
+            :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_metrics` returns the derived cell's
+            clean, FGSM and PGD accuracy.
     """
 
     channels: int = attrs.field(default=16, validator=positive_int)
@@ -108,11 +109,11 @@ class NasBench201Space(SearchSpace):
         return genotype_to_dict(_as_genotype(genotype))
 
     def genotype_from_dict(self, data: Mapping[str, Any]) -> NasBench201Genotype:
-        """Inverse of :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_to_dict` (raises :class:`ValueError` on invalid content)."""
+        """Inverse of :meth:`genotype_to_dict` (raises :class:`ValueError` on invalid content)."""
         return genotype_from_dict(data)
 
     def resolve_genotype(self, text: str) -> NasBench201Genotype:
-        """Read NAS-Bench-201's architecture string, or the JSON text of :meth:`~rnasframe.spaces.nasbench201.space.NasBench201Space.genotype_to_dict`.
+        """Read NAS-Bench-201's architecture string, or the JSON text of :meth:`genotype_to_dict`.
 
         Raises:
             ValueError: neither form; the message shows the expected string format.

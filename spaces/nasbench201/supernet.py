@@ -24,7 +24,7 @@ parameters are unchanged).
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -89,10 +89,10 @@ class SearchCell(nn.Module):
             rows = self._rows[source]
             w = weights[rows]  # (n_j, 5)
             activated = F.relu(node)
-            y = _scaled_batch_norm(self.bn1x1[source], self.conv1x1[source](activated),
-                                   w[:, _CONV1].repeat_interleave(c))
-            y = y + _scaled_batch_norm(self.bn3x3[source], self.conv3x3[source](activated),
-                                       w[:, _CONV3].repeat_interleave(c))
+            bn1x1 = cast(nn.BatchNorm2d, self.bn1x1[source])
+            bn3x3 = cast(nn.BatchNorm2d, self.bn3x3[source])
+            y = _scaled_batch_norm(bn1x1, self.conv1x1[source](activated), w[:, _CONV1].repeat_interleave(c))
+            y = y + _scaled_batch_norm(bn3x3, self.conv3x3[source](activated), w[:, _CONV3].repeat_interleave(c))
             pooled = F.avg_pool2d(node, 3, stride=1, padding=1, count_include_pad=False)
             for k, target in enumerate(range(source + 1, NODES)):
                 term = y[:, k * c:(k + 1) * c] + w[k, _SKIP] * node + w[k, _POOL] * pooled
