@@ -276,3 +276,45 @@ def test_conformance_kit() -> None:
         pytest.skip("rnasframe.testing.check_search_space is not available")
     check(NasBench201Space(channels=2, cells_per_stage=1, network_channels=2, network_cells_per_stage=1),
           input_spec=InputSpec((1, 8, 8)), num_classes=3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_scaled_batch_norm_is_batch_norm_times_scale(training: bool, track: bool, momentum) -> None:
+    from rnasframe.spaces.nasbench201.supernet import _scaled_batch_norm
+
+    torch.manual_seed(3)
+    ours, reference = (nn.BatchNorm2d(4, affine=False, momentum=momentum).double() for _ in range(2))
+    with torch.no_grad():
+        for bn in (ours, reference):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    reference.load_state_dict(ours.state_dict())
+    for bn in (ours, reference):
+        bn.train(training)
+        bn.track_running_stats = track
+    scale = torch.rand(4, dtype=torch.float64)
+    for _ in range(2):
+        z = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+        torch.testing.assert_close(_scaled_batch_norm(ours, z, scale), reference(z) * scale.view(1, -1, 1, 1))
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value)
+
+
+def test_rnas_max_step_runs() -> None:
+    """PGD's inner loop switches running statistics off; the outer graph must stay valid."""
+    from rnasframe.bilevel import FirstOrderDarts
+    from rnasframe.objective import RobustObjective
+    from rnasframe.perturbations import LinfBall, PGDMaximizer
+    from rnasframe.regularizers import PerturbationConsistency
+    from rnasframe.similarity import KLSimilarity
+
+    supernet = NasBench201Space(channels=2, cells_per_stage=1).supernet(3, InputSpec((1, 8, 8)))
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    optimizer = FirstOrderDarts()
+    optimizer.setup(supernet, 1)
+    objective = RobustObjective(regularizers=[PerturbationConsistency(
+        weight=1.0, similarity=KLSimilarity(), perturbation=PGDMaximizer(ball=LinfBall(epsilon=0.03), steps=2))])
+    batch = (torch.rand(4, 1, 8, 8), torch.randint(0, 3, (4,)))
+    optimizer.step(supernet, objective, batch, batch, True)
+    assert not torch.equal(before["alpha"], supernet.alpha.detach())

@@ -42,13 +42,22 @@ _SKIP, _CONV1, _CONV3, _POOL = (OPERATIONS.index(name) for name in
 
 
 def _scaled_batch_norm(bn: nn.BatchNorm2d, z: Tensor, scale: Tensor) -> Tensor:
-    """``scale * bn(z)`` for a non-affine ``bn``, with its running statistics updated as ``bn`` would."""
+    """``scale * bn(z)`` for a non-affine ``bn`` as one call, statistics handled as ``bn.forward`` does.
+
+    Batch statistics in training mode (or without running statistics); running statistics updated
+    only in training mode while ``bn.track_running_stats`` (a block that switches tracking off, as
+    PGD's inner loop does, leaves them and any autograd graph that saved them untouched).
+    """
+    factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
-    use_batch_stats = bn.training or not bn.track_running_stats
+        if bn.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep_running = not bn.training or bn.track_running_stats
     return F.batch_norm(
-        z, bn.running_mean, bn.running_var, weight=scale, bias=None,
-        training=use_batch_stats, momentum=bn.momentum if bn.momentum is not None else 0.0, eps=bn.eps,
+        z, bn.running_mean if keep_running else None, bn.running_var if keep_running else None,
+        weight=scale, bias=None, training=use_batch_stats, momentum=factor, eps=bn.eps,
     )
 
 
