@@ -65,3 +65,14 @@ def test_training_config_is_nasbench201s_protocol() -> None:
     assert trainer.augmentation.crop_padding == 4 and trainer.augmentation.horizontal_flip
     assert trainer.augmentation.cutout == 0
     gin.clear_config()
+
+
+def test_training_quickstart_config() -> None:
+    parse_gin([str(CONFIGS / "nb201_train_quickstart.gin")])
+    from rnasframe.training import Trainer
+
+    trainer = Trainer()
+    assert type(trainer.data).__name__ == "DigitsSource" and trainer.device == "cpu"
+    assert (trainer.space.network_channels, trainer.space.network_cells_per_stage) == (8, 1)
+    assert trainer.augmentation.cutout == 0 and not trainer.augmentation.horizontal_flip
+    gin.clear_config()

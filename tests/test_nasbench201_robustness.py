@@ -128,3 +128,21 @@ def test_query_robustness_example(folder: Path, tmp_path: Path, capsys: pytest.C
         example.main(["--genotype", A.replace("skip_connect~2", "skip_connect~5"), "--dataset_dir", str(folder)])
     assert exit_info.value.code == 2
     assert "bad input index '5'" in capsys.readouterr().err
+
+
+def test_bound_in_gin(folder: Path) -> None:
+    import gin
+
+    from rnasframe.config import parse_gin
+
+    parse_gin([], [
+        "import rnasframe.spaces.nasbench201",
+        "NasBench201Space.robustness_dataset = @RobustnessDataset()",
+        f"RobustnessDataset.folder = '{folder}'",
+        "RobustnessDataset.epsilon = 1.0",
+    ])
+    space = NasBench201Space()
+    assert space.genotype_metrics(parse_architecture(A)) == {
+        "cifar10/clean": 0.91, "cifar10/fgsm@Linf": 0.5, "cifar10/pgd@Linf": 0.45
+    }
+    gin.clear_config()
