@@ -32,7 +32,9 @@ from rnasframe.spaces.nasbench201 import (
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
-genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(lambda ops: NasBench201Genotype(tuple(ops)))
+genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(
+    lambda ops: NasBench201Genotype(tuple(ops))
+)
 
 
 def _uniform(op: str) -> str:
@@ -209,7 +211,8 @@ def _copy_into_network(supernet: NasBench201Supernet, network: NasBench201Networ
                 conv = "conv1x1" if op[1].kernel_size == (1, 1) else "conv3x3"
                 width = op[1].out_channels
                 block = slice((i - j - 1) * width, (i - j) * width)
-                target[f"cells.{index}.edges.{name}.1.weight"] = source[f"cells.{index}.{conv}.{j}.weight"][block].clone()
+                stacked = source[f"cells.{index}.{conv}.{j}.weight"]
+                target[f"cells.{index}.edges.{name}.1.weight"] = stacked[block].clone()
     network.load_state_dict(target)
 
 

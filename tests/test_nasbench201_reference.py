@@ -20,7 +20,9 @@ tiny_network = pytest.importorskip("xautodl.models.cell_infers.tiny_network")
 search_darts = pytest.importorskip("xautodl.models.cell_searchs.search_model_darts")
 structures = pytest.importorskip("xautodl.models.cell_searchs.genotypes")
 
-genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(lambda ops: NasBench201Genotype(tuple(ops)))
+genotypes = st.lists(st.sampled_from(OPERATIONS), min_size=6, max_size=6).map(
+    lambda ops: NasBench201Genotype(tuple(ops))
+)
 
 
 def _count(model: nn.Module) -> int:
@@ -106,7 +108,7 @@ def _load_reference_weights(ours: nn.Module, reference: nn.Module) -> None:
 
 
 def test_supernet_equals_the_reference() -> None:
-    """Same weights, same alpha: same logits, alpha gradient and running statistics (float64)."""
+    """Same weights, same alpha: same logits, gradients and running statistics (float64)."""
     torch.manual_seed(0)
     for channels_last in (False, True):
         reference = _reference_supernet(3, 2, 10).double()
@@ -118,8 +120,15 @@ def test_supernet_equals_the_reference() -> None:
         _, expected = reference(x)
         got = ours(x)
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
-        (g_ref,) = torch.autograd.grad(expected.square().sum(), [reference.arch_parameters])
-        (g_ours,) = torch.autograd.grad(got.square().sum(), [ours.alpha])
-        torch.testing.assert_close(g_ours, g_ref, rtol=1e-8, atol=1e-10)
+        edge = reference.cells[0].edges["2<-0"]  # block 1 of source node 0's stacked convolutions
+        g_ref = torch.autograd.grad(expected.square().sum(), [reference.arch_parameters, edge[3].op[1].weight,
+                                                              edge[2].op[1].weight, reference.stem[0].weight])
+        cell = ours.cells[0]
+        g_ours = torch.autograd.grad(got.square().sum(), [ours.alpha, cell.conv3x3[0].weight,
+                                                          cell.conv1x1[0].weight, ours.stem[0].weight])
+        torch.testing.assert_close(g_ours[0], g_ref[0], rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(g_ours[1][3:6], g_ref[1], rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(g_ours[2][3:6], g_ref[2], rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(g_ours[3], g_ref[3], rtol=1e-8, atol=1e-10)
         reference.eval(), ours.eval()
         torch.testing.assert_close(ours(x), reference(x)[1], rtol=1e-10, atol=1e-10)
