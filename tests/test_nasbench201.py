@@ -6,6 +6,7 @@ compare against it skip when it is not installed; hard-coded counts from it alwa
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import Dict, List
 
@@ -15,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rnasframe.interfaces.search_space import InputSpec, Picture
 from rnasframe.spaces.nasbench201 import (
@@ -321,3 +323,32 @@ def test_rnas_max_step_runs() -> None:
     batch = (torch.rand(4, 1, 8, 8), torch.randint(0, 3, (4,)))
     optimizer.step(supernet, objective, batch, batch, True)
     assert not torch.equal(before["alpha"], supernet.alpha.detach())
+
+
+def _aten_ops(supernet: NasBench201Supernet, x: torch.Tensor) -> "collections.Counter[str]":
+    """The aten operators of one forward and backward pass, by name."""
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: "collections.Counter[str]" = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as counter:
+        supernet(x).sum().backward()
+    return counter.ops
+
+
+def test_mixing_weights_are_computed_once_per_width() -> None:
+    """Adding cells adds only their own operators: the per-edge weights are laid out once per width."""
+    x = torch.rand(2, 3, 8, 8)
+    one, two = (_aten_ops(NasBench201Space(channels=2, cells_per_stage=n).supernet(10, InputSpec((3, 8, 8))), x)
+                for n in (1, 2))
+    extra = two - one  # the 3 added cells
+    assert one["index"] == 3 * 3  # the edges of each of 3 source nodes, once for each of 3 widths
+    assert all(extra[name] == 0 for name in ("select", "index", "unbind", "expand", "stack"))
+    assert extra["convolution"] == 3 * 6  # per cell: 1x1 and 3x3 for each of the 3 source nodes
+    assert sum(extra.values()) <= 3 * 180  # per added cell, forward and backward (176 with torch 2.14)

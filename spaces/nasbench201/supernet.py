@@ -14,7 +14,9 @@ softmax). The computation is grouped by source node, which is exact, not an appr
 * ``relu(x_j)`` and ``avgpool(x_j)`` are computed once per source node and shared by its edges;
 * the convolutions of all edges leaving node ``j`` run as one convolution with the edges' output
   channels stacked (each block of ``C`` output channels is one edge's own weight and BatchNorm);
-* the mixing weight is the BatchNorm's per-channel scale, ``w * BN(z) = batch_norm(z, weight=w)``.
+* the mixing weight is the BatchNorm's per-channel scale, ``w * BN(z) = batch_norm(z, weight=w)``;
+* the mixing weights are laid out (:class:`SourceMixing`) once per forward pass for each width,
+  not once per cell.
 
 NAS-Bench-201's search cells give their convolutions a bias (its ``ReLUConvBN`` adds one when the
 BatchNorm is not affine); the bias is cancelled exactly by the BatchNorm that follows, so it is
@@ -24,7 +26,7 @@ parameters are unchanged).
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence, cast
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,7 @@ from rnasframe.modules import Normalize
 from rnasframe.spaces.nasbench201.genotypes import EDGES, NODES, OPERATIONS, NasBench201Genotype, derive_genotype
 from rnasframe.spaces.nasbench201.network import ResidualBlock, stage_plan
 
-__all__ = ["SearchCell", "NasBench201Supernet"]
+__all__ = ["SourceMixing", "SearchCell", "NasBench201Supernet"]
 
 _SKIP, _CONV1, _CONV3, _POOL = (OPERATIONS.index(name) for name in
                                 ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"))
@@ -59,6 +61,21 @@ def _scaled_batch_norm(bn: nn.BatchNorm2d, z: Tensor, scale: Tensor) -> Tensor:
         z, bn.running_mean if keep_running else None, bn.running_var if keep_running else None,
         weight=scale, bias=None, training=use_batch_stats, momentum=factor, eps=bn.eps,
     )
+
+
+class SourceMixing(NamedTuple):
+    """The mixing weights of the edges that leave one source node of a cell.
+
+    ``conv1x1`` and ``conv3x3`` hold the ``nor_conv_1x1`` and ``nor_conv_3x3`` weight of each edge
+    repeated over its ``C`` channels (the BatchNorm scales of the stacked convolutions); ``skip``
+    and ``pool`` hold the ``skip_connect`` and ``avg_pool_3x3`` weight of each edge as 0-d tensors,
+    in target order.
+    """
+
+    conv1x1: Tensor
+    conv3x3: Tensor
+    skip: Tuple[Tensor, ...]
+    pool: Tuple[Tensor, ...]
 
 
 class SearchCell(nn.Module):
@@ -87,24 +104,42 @@ class SearchCell(nn.Module):
             [EDGES.index((target, source)) for target in range(source + 1, NODES)] for source in range(NODES - 1)
         ]
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        """Return the output node for input ``x`` and mixing weights ``softmax(alpha)`` (6 x 5)."""
+    def mixing(self, weights: Tensor) -> List[SourceMixing]:
+        """Per source node, the mixing weights of its edges laid out for :meth:`forward`.
+
+        They depend only on ``softmax(alpha)`` and the width, so the supernet computes them once
+        per forward pass for all cells of a stage instead of once per cell.
+        """
+        c = self.channels
+        plan = []
+        for rows in self._rows:
+            w = weights[rows]  # (n_j, 5): the edges leaving this source node, in target order
+            plan.append(SourceMixing(
+                conv1x1=w[:, _CONV1].repeat_interleave(c),
+                conv3x3=w[:, _CONV3].repeat_interleave(c),
+                skip=w[:, _SKIP].unbind(),
+                pool=w[:, _POOL].unbind(),
+            ))
+        return plan
+
+    def forward(self, x: Tensor, weights: Union[Tensor, List[SourceMixing]]) -> Tensor:
+        """Return the output node for input ``x`` and mixing weights: ``softmax(alpha)`` (6 x 5),
+        or its :meth:`mixing` for this cell's width."""
+        plan = self.mixing(weights) if isinstance(weights, Tensor) else weights
         c = self.channels
         sums: Dict[int, Tensor] = {}
         node = x
-        for source in range(NODES - 1):
+        for source, mix in enumerate(plan):
             if source > 0:
                 node = sums.pop(source)
-            rows = self._rows[source]
-            w = weights[rows]  # (n_j, 5)
             activated = F.relu(node)
             bn1x1 = cast(nn.BatchNorm2d, self.bn1x1[source])
             bn3x3 = cast(nn.BatchNorm2d, self.bn3x3[source])
-            y = _scaled_batch_norm(bn1x1, self.conv1x1[source](activated), w[:, _CONV1].repeat_interleave(c))
-            y = y + _scaled_batch_norm(bn3x3, self.conv3x3[source](activated), w[:, _CONV3].repeat_interleave(c))
+            y = _scaled_batch_norm(bn1x1, self.conv1x1[source](activated), mix.conv1x1)
+            y = y + _scaled_batch_norm(bn3x3, self.conv3x3[source](activated), mix.conv3x3)
             pooled = F.avg_pool2d(node, 3, stride=1, padding=1, count_include_pad=False)
             for k, target in enumerate(range(source + 1, NODES)):
-                term = y[:, k * c:(k + 1) * c] + w[k, _SKIP] * node + w[k, _POOL] * pooled
+                term = y[:, k * c:(k + 1) * c] + mix.skip[k] * node + mix.pool[k] * pooled
                 sums[target] = term if target not in sums else sums[target] + term
         return sums[NODES - 1]
 
@@ -151,8 +186,14 @@ class NasBench201Supernet(Supernet):
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.stem(x)
         weights = F.softmax(self.alpha, dim=-1)
+        plans: Dict[int, List[SourceMixing]] = {}  # one per width: the cells of a stage share it
         for cell in self.cells:
-            out = cell(out, weights) if isinstance(cell, SearchCell) else cell(out)
+            if isinstance(cell, SearchCell):
+                if cell.channels not in plans:
+                    plans[cell.channels] = cell.mixing(weights)
+                out = cell(out, plans[cell.channels])
+            else:
+                out = cell(out)
         out = self.last(out)
         return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
