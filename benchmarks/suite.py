@@ -264,8 +264,8 @@ def throughput(args: argparse.Namespace) -> Dict[str, Any]:
     three runs are interleaved, ``--warmup`` + ``--repeats`` rounds; medians are reported.
     """
     from rnasframe.interfaces import InputSpec
-    from rnasframe.perturbations import LinfBall, PGDMaximizer
-    from rnasframe.robustness import PGDAttack, model_mode
+    from rnasframe.perturbations import PGD, LinfBall, PGDMaximizer
+    from rnasframe.robustness import cross_entropy_objective, model_mode
     from rnasframe.spaces.darts import DartsSpace, genotypes
     from rnasframe.training import AdversarialTraining, StandardTraining
 
@@ -288,7 +288,7 @@ def throughput(args: argparse.Namespace) -> Dict[str, Any]:
     y_train = torch.randint(0, 10, (args.train_batch,), device=device)
     x_eval = torch.rand(args.eval_batch, 3, args.size, args.size, device=device)
     y_eval = torch.randint(0, 10, (args.eval_batch,), device=device)
-    attack = PGDAttack(epsilon=0.031, steps=20, step_size=0.003, random_start=True)
+    attack = PGD(ball=LinfBall(epsilon=0.031), steps=20, step_size=0.003, random_start=True)
 
     def train_step(name: str) -> Callable[[], None]:
         def run() -> None:
@@ -302,7 +302,7 @@ def throughput(args: argparse.Namespace) -> Dict[str, Any]:
 
     def evaluate_step() -> None:
         with model_mode(model, training=False):
-            x_adv = attack(model, x_eval, y_eval)
+            x_adv = attack(x_eval, cross_entropy_objective(model, y_eval), model=model)
             with torch.no_grad():
                 model(x_adv).argmax(dim=1)
 

@@ -18,14 +18,15 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS / "_inventories"))
 
-import rnasframe  # noqa: E402  (the installed package; `pip install -e .[docs]`)
 from make_inventories import BASES as INVENTORY_BASES  # noqa: E402
+
+import rnasframe  # noqa: E402  (the installed package; `pip install -e .[docs]`)
 
 # -- Project ------------------------------------------------------------------------------------
 
 project = "rnasframe"
 author = "the rnasframe authors"
-copyright = "2026, the rnasframe authors"  # noqa: A001 - Sphinx' name
+copyright = "2026, the rnasframe authors"
 release = rnasframe.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -33,102 +34,29 @@ version = ".".join(release.split(".")[:2])
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
     "myst_parser",
-    "rnasframe_docs",  # docs/_ext: generated API and configuration pages, optional pages
+    "gin_reference",  # docs/_ext: the configuration reference, generated from gin's registry
+    "autodoc_fixes",  # docs/_ext: cross-references by re-exported paths, attrs signatures
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-templates_path: list[str] = []
-# Pictures drawn by docs/make_pictures.py (the folder may not exist in a fresh checkout).
-html_static_path = ["_static"] if (DOCS / "_static").is_dir() else []
-exclude_patterns = ["_build", "_inventories", "_ext"]
+templates_path = ["_templates"]
+html_static_path = ["_static"]
+exclude_patterns = ["_build", "_inventories", "_ext", "_templates"]
 
-# -- Pages that other people write in Markdown --------------------------------------------------
-# Each key is the page (a Markdown file, without its suffix); the value is our stand-in, shown
-# while that file does not exist. Link to them with ``.. rnasframe-toctree::`` and ``:optdoc:``.
-rnasframe_optional_pages = {
-    "performance": "_stubs/performance",
-    "reduced_scale_study": "_stubs/reduced_scale_study",
-    "tutorials/threat_model": "tutorials/threat_model_stand_in",
-}
-for _page, _stand_in in rnasframe_optional_pages.items():
-    if (DOCS / f"{_page}.md").is_file():
-        exclude_patterns.append(f"{_stand_in}.rst")
-
-# -- API reference ------------------------------------------------------------------------------
-# The only list of documented modules: one line per module, grouped into the sections of the API
-# page. Every public name (``__all__``) of a listed module is documented, once, in the deepest
-# listed module that exports it.
-rnasframe_api_modules = [
-    ("The method", [
-        "rnasframe",
-        "rnasframe.objective",
-        "rnasframe.regularizers",
-        "rnasframe.bilevel",
-        "rnasframe.engine",
-    ]),
-    ("Interfaces", [
-        "rnasframe.interfaces",
-    ]),
-    ("Plugins", [
-        "rnasframe.perturbations",
-        "rnasframe.similarity",
-        "rnasframe.spaces",
-        "rnasframe.spaces.darts",
-        "rnasframe.spaces.darts.genotypes",
-        "rnasframe.spaces.darts.supernet",
-        "rnasframe.spaces.darts.network",
-        "rnasframe.spaces.darts.operations",
-        "rnasframe.spaces.darts.fastops",
-        "rnasframe.spaces.darts.plot",
-        "rnasframe.spaces.nasbench201",
-        "rnasframe.spaces.nasbench201.space",
-        "rnasframe.spaces.nasbench201.genotypes",
-        "rnasframe.spaces.nasbench201.supernet",
-        "rnasframe.spaces.nasbench201.network",
-        "rnasframe.spaces.nasbench201.robustness_data",
-        "rnasframe.spaces.nasbench201.plot",
-    ]),
-    ("Training and evaluation", [
-        "rnasframe.training",
-        "rnasframe.robustness",
-        "rnasframe.evaluation",
-    ]),
-    ("Testing your plugins", [
-        "rnasframe.testing",
-        "rnasframe.testing.mixins",
-        "rnasframe.testing.strategies",
-    ]),
-    ("Infrastructure", [
-        "rnasframe.data",
-        "rnasframe.checkpoint",
-        "rnasframe.config",
-        "rnasframe.cli",
-        "rnasframe.distributed",
-        "rnasframe.run_folder",
-        "rnasframe.seeding",
-        "rnasframe.model_state",
-        "rnasframe.modules",
-        "rnasframe.validation",
-    ]),
-]
-# Modules that are still being written: one that does not import is left out with a message instead
-# of failing the build. Take a module off this list once it is stable.
-rnasframe_api_optional = [
-    "rnasframe.spaces.darts.plot",
-    "rnasframe.training",
-    "rnasframe.robustness",
-    "rnasframe.testing",
-    "rnasframe.testing.mixins",
-    "rnasframe.testing.strategies",
-]
-# Run before the examples of every API page (each page adds ``from <module> import *``).
-rnasframe_doctest_imports = ["import torch"]
+# -- API reference (api.rst) --------------------------------------------------------------------
+# autosummary walks the packages listed in api.rst and writes one page per module, with the
+# template _templates/autosummary/module.rst: each class and function documented once, in the
+# module that defines it.
+autosummary_generate = True
+autosummary_ignore_module_all = True  # walk every public submodule, not only those in __all__
+autosummary_imported_members = False
 
 # -- autodoc and napoleon (Google style) ----------------------------------------------------------
 
@@ -160,6 +88,9 @@ nitpick_ignore_regex = [
     # inventory for it, because we could not check the anchors of its pages offline; ``st`` is the
     # usual alias of hypothesis.strategies in annotations.
     (r"py:.*", r"(hypothesis|st)\..*"),
+    # attrs' generic Attribute in the type of rnasframe.validation.Validator (a string in a type
+    # alias, shown as written); we ship no inventory for attrs.
+    (r"py:class", r"attrs\.Attribute\[.*\]"),
 ]
 
 # -- doctest ------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def synthetic_history(
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
         history.append(weights / weights.sum(axis=1, keepdims=True))
     final = np.log(history[-1])
-    derived = getattr(derive_genotype(final, final, steps=steps), "normal")
+    derived = derive_genotype(final, final, steps=steps).normal
     if derived != list(edges_of_cell):
         raise RuntimeError(f"the synthetic history derives {derived}, not {edges_of_cell}; change the seed")
     return history

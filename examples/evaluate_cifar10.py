@@ -8,8 +8,9 @@ Examples::
     python examples/evaluate_cifar10.py --run_dir runs/train-... --gin_file=eval_autoattack.gin
 
 The run's own ``config.gin`` is parsed first (data, network), then ``--gin_file``/``--gin_param``;
-``results.json`` and ``results.md`` in the run folder are rewritten. AutoAttack needs the optional
-extra: ``pip install 'rnasframe[autoattack]'``.
+``results.json`` and ``results.md`` in the run folder are rewritten. ``--attacks`` is a shorthand for
+``RobustnessEvaluation.attacks`` (e.g. ``[@FGSM(), @pgd20/PGD()]``). AutoAttack needs the optional
+extra: ``pip install 'rnasframe[autoattack]'``. The same program as the console script ``rnas-evaluate``.
 """
 
 from pathlib import Path

@@ -8,8 +8,9 @@ Examples::
     python examples/rnas_cifar10.py --gin_file=quickstart.gin   # offline, bundled digits, minutes
     python examples/rnas_cifar10.py --resume --run_dir runs/max-20260101-120000
 
-Bare gin file names are looked up in this folder; ``--gin_param`` overrides single values, e.g.
-``--gin_param='SearchEngine.epochs = 1'``.
+The same program as the installed console script ``rnas-search``. Bare gin file names are looked up
+among the packaged configs (``rnasframe/configs``) and in this folder; ``--gin_param`` overrides
+single values, e.g. ``--gin_param='SearchEngine.epochs = 1'``.
 """
 
 from pathlib import Path

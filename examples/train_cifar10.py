@@ -15,7 +15,8 @@ Examples::
 ``--genotype`` is a ``genotype.json``, a search's run folder or a published name (DARTS_V1,
 DARTS_V2). The run folder receives ``checkpoint.pt`` (every epoch), ``best.pt`` (the epoch selected
 on held-out training images) and, at the end, ``results.json`` and ``results.md`` (clean, FGSM,
-PGD-20 on the test set). Bare gin file names are looked up in this folder. Under ``torchrun``, rank
+PGD-20 on the test set). The same program as the installed console script ``rnas-train``; bare gin
+file names are looked up among the packaged configs and in this folder. Under ``torchrun``, rank
 0 alone writes the run folder, evaluates and prints the table; pass ``--run_dir`` so that every
 process names the same folder.
 """

@@ -1,12 +1,14 @@
-"""Perturbations ``x'`` of a batch ``x``: threat models (norm balls) and the samplers using them.
+"""Perturbations ``x'`` of a batch ``x``: threat models (norm balls) and the samplers and attacks using them.
 
 * :class:`LinfBall`, :class:`L2Ball` — threat models (:class:`~rnasframe.interfaces.NormBall`).
 * :class:`PGDMaximizer` — projected gradient ascent on ``f(m(x'), m(x))`` (RNAS-max).
 * :class:`UniformSampler` — uniform noise in the ball (RNAS-uniform).
+* :class:`PGD`, :class:`FGSM` — the evaluation attacks: PGD-K and its one-step instance.
 """
 
+from rnasframe.perturbations.attacks import FGSM, PGD
 from rnasframe.perturbations.balls import L2Ball, LinfBall
 from rnasframe.perturbations.pgd import PGDMaximizer
 from rnasframe.perturbations.uniform import UniformSampler
 
-__all__ = ["L2Ball", "LinfBall", "PGDMaximizer", "UniformSampler"]
+__all__ = ["FGSM", "L2Ball", "LinfBall", "PGD", "PGDMaximizer", "UniformSampler"]

@@ -1,5 +1,10 @@
-"""Command-line entry points: the search (``examples/rnas_cifar10.py``), training from scratch
-(``examples/train_cifar10.py``) and robustness evaluation (``examples/evaluate_cifar10.py``)."""
+"""Command-line entry points: the search, training from scratch and robustness evaluation.
+
+Installed as the console scripts ``rnas-search``, ``rnas-train`` and ``rnas-evaluate``; a clone's
+``examples/rnas_cifar10.py``, ``examples/train_cifar10.py`` and ``examples/evaluate_cifar10.py``
+call the same functions. Bare ``--gin_file`` names are found among the packaged configs
+(``rnasframe/configs``) and in the ``examples_dir`` the example scripts pass.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,40 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["build_parser", "search_main", "train_main", "evaluate_main"]
+__all__ = ["ATTACK_SHORTHANDS", "attack_bindings", "build_parser", "search_main", "train_main", "evaluate_main"]
+
+#: The attack names ``--attacks`` accepts (``K`` is any number of steps >= 1).
+ATTACK_SHORTHANDS = ("fgsm", "pgd<K> (K >= 1 steps, e.g. pgd20)", "autoattack")
+
+
+def attack_bindings(shorthand: str) -> List[str]:
+    """Translate ``--attacks fgsm,pgd20,autoattack`` into gin bindings of attack objects.
+
+    This is the only place that reads attack names. ``fgsm`` is ``@FGSM()``, ``autoattack``
+    ``@AutoAttack()`` and ``pgdK`` a PGD scoped ``pgdK`` with ``K`` steps (its ball, step size and
+    random start are the config's ``PGD`` bindings), so that ``pgd10,pgd20`` can coexist.
+
+    Raises:
+        ValueError: an unknown name or an empty list; the message lists the valid names.
+    """
+    references: List[str] = []
+    bindings: List[str] = []
+    for raw in shorthand.split(","):
+        key = raw.strip().lower()
+        if key == "fgsm":
+            references.append("@FGSM()")
+        elif key == "autoattack":
+            references.append("@AutoAttack()")
+        elif key.startswith("pgd") and key[3:].isdigit() and int(key[3:]) >= 1:
+            references.append(f"@{key}/PGD()")
+            bindings.append(f"{key}/PGD.steps = {int(key[3:])}")
+        elif key:
+            raise ValueError(f"unknown attack {raw.strip()!r} in --attacks; valid attacks: {', '.join(ATTACK_SHORTHANDS)}")
+    if not references:
+        raise ValueError(f"--attacks names no attack; valid attacks: {', '.join(ATTACK_SHORTHANDS)}")
+    if len(set(references)) != len(references):
+        raise ValueError(f"--attacks lists an attack twice: {shorthand!r}")
+    return [*bindings, f"RobustnessEvaluation.attacks = [{', '.join(references)}]"]
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -30,7 +68,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--gin_file", action="append", default=[],
-        help="gin file (a path, or a bare name such as max.gin found in examples/); repeatable",
+        help="gin file (a path, or a bare name such as max.gin among the packaged configs); repeatable",
     )
     parser.add_argument(
         "--gin_param", action="append", default=[],
@@ -209,7 +247,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[P
     parser.add_argument("--run_dir", required=True, help="the training run folder (holds checkpoint.pt and best.pt)")
     parser.add_argument(
         "--gin_file", action="append", default=[],
-        help="gin file applied after the run's config.gin (a path, or a bare name found in examples/); repeatable",
+        help="gin file applied after the run's config.gin (a path, or a bare name among the packaged configs); repeatable",
     )
     parser.add_argument("--gin_param", action="append", default=[], help="a gin binding applied last; repeatable")
     parser.add_argument(
@@ -226,11 +264,13 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[P
     if not run_dir.is_dir():
         return _fail(f"--run_dir {run_dir} does not exist (expected a training run folder)")
     if not saved.is_file():
-        return _fail(f"{saved} not found: --run_dir must be a training run folder written by train_cifar10.py")
+        return _fail(f"{saved} not found: --run_dir must be a training run folder written by rnas-train")
     bindings = list(args.gin_param)
     if args.attacks is not None:
-        names = tuple(name.strip() for name in args.attacks.split(",") if name.strip())
-        bindings.append(f"RobustnessEvaluation.attacks = {names!r}")
+        try:
+            bindings += attack_bindings(args.attacks)
+        except ValueError as error:
+            return _fail(str(error))
 
     from rnasframe.training import Trainer
 

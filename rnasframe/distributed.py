@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -96,12 +96,10 @@ def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
     """
     if not _active():
         return
-    params = list(parameters)
-    for p in params:
+    by_dtype: Dict[Tuple[torch.dtype, torch.device], List[Tensor]] = {}
+    for p in parameters:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    by_dtype: dict = {}
-    for p in params:
         by_dtype.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
     for grads in by_dtype.values():
         _flat_all_reduce_mean(grads)

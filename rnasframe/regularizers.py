@@ -53,7 +53,9 @@ class PerturbationConsistency(Regularizer):
     similarity: Similarity = attrs.field(
         factory=_default_similarity, validator=attrs.validators.instance_of(Similarity)
     )
-    weight: float = attrs.field(default=1.0, validator=validation.at_least(0.0, "lambda, the regularization coefficient"))
+    weight: float = attrs.field(
+        default=1.0, validator=validation.at_least(0.0, "lambda, the regularization coefficient")
+    )
     label: Optional[str] = None
 
     @property

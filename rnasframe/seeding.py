@@ -30,5 +30,7 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError as error:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but CUDA is not available on this machine; use 'auto' or 'cpu'")
+        raise ValueError(
+            f"device {name!r} was asked for, but CUDA is not available on this machine; use 'auto' or 'cpu'"
+        )
     return device

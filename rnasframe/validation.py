@@ -27,8 +27,10 @@ __all__ = [
     "probability",
     "finite",
     "boolean",
+    "Validator",
 ]
 
+#: The type of what every function here returns, an attrs validator called as ``validator(instance, attribute, value)``.
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 

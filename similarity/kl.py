@@ -23,16 +23,16 @@ class KLSimilarity(Similarity):
 
         f = mean_over_batch( sum_c p_c * (log p_c - log q_c) )
 
-    This is the direction TRADES uses (``F.kl_div(log_softmax(perturbed), softmax(natural),
-    reduction="batchmean")``): the natural distribution is the reference. Both log-probabilities
-    come from ``log_softmax``, so the result is finite for any finite logits. It is computed in
-    the dtype of the logits and is ``>= 0`` up to floating-point rounding (no clamp is applied, so
-    gradients are never cut); it is exactly ``0`` when both arguments are equal. Gradients flow
-    to both arguments; detach ``natural_logits`` yourself where the reference should be a
-    constant.
+    This is the direction TRADES uses: the natural distribution is the reference. The paper does
+    not name its ``f``; this is rnasframe's default. Computed by :func:`torch.nn.functional.kl_div`
+    on two ``log_softmax`` outputs (``log_target=True``), so the result is finite for any finite
+    logits. It is in the dtype of the logits and is ``>= 0`` up to floating-point rounding (no
+    clamp is applied, so gradients are never cut); it is exactly ``0`` when both arguments are
+    equal. Gradients flow to both arguments; detach ``natural_logits`` yourself where the
+    reference should be a constant.
 
-    ``acts_on`` is ``"probabilities"``: the metric compares the softmax of the logits, so adding a
-    constant to all logits of an example does not change it.
+    It compares the softmax of the logits (``acts_on = "probabilities"``), so adding a constant to
+    all logits of an example does not change it.
     """
 
     acts_on: ClassVar[str] = "probabilities"
@@ -41,5 +41,4 @@ class KLSimilarity(Similarity):
         """Return the batch-mean ``KL(softmax(natural_logits) || softmax(perturbed_logits))``."""
         log_p_natural = F.log_softmax(natural_logits, dim=1)
         log_p_perturbed = F.log_softmax(perturbed_logits, dim=1)
-        per_example = (log_p_natural.exp() * (log_p_natural - log_p_perturbed)).sum(dim=1)
-        return per_example.mean()
+        return F.kl_div(log_p_perturbed, log_p_natural, reduction="batchmean", log_target=True)

@@ -10,17 +10,19 @@ import pytest
 from rnasframe import PerturbationConsistency, RobustObjective, SearchEngine
 from rnasframe.bilevel import FirstOrderDarts, SecondOrderDarts
 from rnasframe.cli import search_main
-from rnasframe.config import ConfigError, parse_gin, resolve_gin_file
+from rnasframe.config import ConfigError, is_mixin, packaged_configs, parse_gin, resolve_gin_file
 from rnasframe.data import CIFAR10Source, DigitsSource
 from rnasframe.perturbations import PGDMaximizer, UniformSampler
 from rnasframe.similarity import KLSimilarity
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CONFIGS = packaged_configs()
 # Training and evaluation files (train*.gin, adv_*.gin, trades*.gin, eval*.gin) configure the Trainer,
-# not the SearchEngine; tests/test_training.py builds them.
+# not the SearchEngine; tests/test_training.py builds them. Mix-ins follow a base (see test_configs_overlay.py).
 TRAINING_PREFIXES = ("train", "adv_", "trades", "eval")
 METHOD_FILES = sorted(
-    p.name for p in EXAMPLES.glob("*.gin") if p.name not in {"smoke.gin"} and not p.name.startswith(TRAINING_PREFIXES)
+    p.name for p in [*CONFIGS.glob("*.gin"), *EXAMPLES.glob("*.gin")]
+    if not is_mixin(p) and not p.name.startswith(TRAINING_PREFIXES)
 )
 
 
@@ -65,10 +67,18 @@ def test_uniform_and_darts_files_differ_from_max_only_in_the_regularizer() -> No
 
 
 def test_bare_names_resolve_with_or_without_extension_and_unknown_names_list_the_choices() -> None:
-    assert resolve_gin_file("max", [EXAMPLES]) == EXAMPLES / "max.gin"
-    assert resolve_gin_file("max.gin", [EXAMPLES]) == EXAMPLES / "max.gin"
-    with pytest.raises(ConfigError, match=r"'nope.gin' not found.*available: .*max\.gin"):
+    assert resolve_gin_file("max") == CONFIGS / "max.gin"
+    assert resolve_gin_file("max.gin", [EXAMPLES]) == CONFIGS / "max.gin"
+    assert resolve_gin_file("brightness.gin", [EXAMPLES]) == EXAMPLES / "brightness.gin"  # a clone's examples/
+    with pytest.raises(ConfigError, match=r"'nope.gin' not found.*available: .*brightness\.gin, .*max\.gin"):
         resolve_gin_file("nope.gin", [EXAMPLES])
+
+
+def test_the_packaged_configs_hold_the_paper_files() -> None:
+    names = {p.name for p in CONFIGS.glob("*.gin")}
+    assert {"base.gin", "max.gin", "uniform.gin", "darts.gin", "quickstart.gin", "train.gin", "smoke.gin"} <= names
+    # brightness.gin stays beside the module it imports (examples/custom_threat_model.py).
+    assert {p.name for p in EXAMPLES.glob("*.gin")} == {"brightness.gin"}
 
 
 @pytest.mark.parametrize(

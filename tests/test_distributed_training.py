@@ -30,7 +30,7 @@ from rnasframe.checkpoint import load_checkpoint
 from rnasframe.cli import train_main
 from rnasframe.data import Augmentation, LabeledImages
 from rnasframe.data.sources import DataSource
-from rnasframe.perturbations import LinfBall, PGDMaximizer
+from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
 from rnasframe.robustness import RobustnessEvaluation
 from rnasframe.spaces.darts import DartsSpace
 from rnasframe.training import (
@@ -108,7 +108,7 @@ def _trainer(objective: TrainingObjective, grad_clip: Optional[float], **overrid
         ),
         augmentation=Augmentation(crop_padding=1, horizontal_flip=True, cutout=2), validation_portion=0.2,
         selection_max_examples=16,
-        evaluation=RobustnessEvaluation(attacks=("fgsm",), sweep_attack="fgsm", sweep_fractions=(), max_examples=16),
+        evaluation=RobustnessEvaluation(attacks=(FGSM(),), sweep_attack=FGSM(), sweep_fractions=(), max_examples=16),
         seed=3, device="cpu", max_steps_per_epoch=3,
     )
     settings.update(overrides)

@@ -7,8 +7,10 @@ tools are not installed (``pip install -e '.[test]'`` or ``'.[docs]'`` installs 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,16 @@ def _sphinx(builder: str, out: Path, doctrees: Path) -> subprocess.CompletedProc
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _public_modules() -> list[str]:
+    gin_reference = _docs_extension()
+    names = []
+    for package_name in gin_reference.PACKAGES:
+        package = importlib.import_module(package_name)
+        names.append(package_name)
+        names += [info.name for info in pkgutil.walk_packages(package.__path__, package_name + ".")]
+    return [name for name in names if not any(part.startswith("_") for part in name.split("."))]
+
+
 def _report(result: subprocess.CompletedProcess) -> str:
     return f"exit status {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
 
@@ -46,6 +58,10 @@ def test_docs_build_without_warnings_and_every_example_runs(tmp_path: Path) -> N
     html = _sphinx("html", tmp_path, doctrees)
     assert html.returncode == 0 and "WARNING" not in html.stderr, _report(html)
     assert (tmp_path / "html" / "configuration.html").is_file()
+    undocumented = [  # autosummary walks the packages: every public module has its page
+        name for name in _public_modules() if not (tmp_path / "html" / "_generated" / "api" / f"{name}.html").is_file()
+    ]
+    assert not undocumented, f"modules without an API page: {undocumented}"
 
     doctest = _sphinx("doctest", tmp_path, doctrees)
     output = (tmp_path / "doctest" / "output.txt").read_text() if (tmp_path / "doctest" / "output.txt").is_file() else ""
@@ -53,30 +69,57 @@ def test_docs_build_without_warnings_and_every_example_runs(tmp_path: Path) -> N
     assert "0 failures in tests" in output and "0 failures in setup code" in output, output[-4000:]
 
 
+def _docs_extension():  # docs/_ext/gin_reference.py, imported as the docs build imports it
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import gin_reference
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    return gin_reference
+
+
 @needs_sphinx
 def test_configuration_reference_lists_every_configurable() -> None:
-    """Every configurable that rnasframe registers gets an entry in the generated reference."""
-    import runpy
-
-    import gin.config
-
-    from rnasframe.config import CONFIGURABLE_MODULES, register_configurables
-
-    conf = runpy.run_path(str(DOCS / "conf.py"))
-    import rnasframe_docs  # docs/_ext, put on the path by conf.py
-
-    register_configurables()
-    first = rnasframe_docs._registered_configurables()
-    model = rnasframe_docs.build_api_model(conf["rnasframe_api_modules"], conf["rnasframe_api_optional"])
-    text = rnasframe_docs._configurables_text(model, CONFIGURABLE_MODULES, first)
-    selectors = [s for s, record in gin.config._REGISTRY.items() if record.module.startswith("rnasframe")]
-    assert selectors
-    missing = [s for s in selectors if f".. _gin-{s}:" not in text]
+    """Every configurable that rnasframe registers gets an entry, with every parameter and its default."""
+    gin_reference = _docs_extension()
+    assert not gin_reference.import_all()
+    text = gin_reference.reference_text()
+    records = gin_reference.registered()
+    assert records
+    missing = [selector for selector in records if f".. _gin-{selector}:" not in text]
     assert not missing, f"configurables missing from the configuration reference: {missing}"
-    for selector in selectors:  # every parameter of every configurable is listed with its default
-        record = gin.config._REGISTRY[selector]
-        for parameter in rnasframe_docs.configurable_parameters(record.wrapped):
-            assert f"``{record.name}.{parameter.name}``" in text or f"``{selector}.{parameter.name}``" in text
+    for selector, record in records.items():
+        for name, default, _ in gin_reference.parameters(record.wrapped):
+            assert f"``{record.name}.{name}``" in text or f"``{selector}.{name}``" in text, (selector, name)
+            assert default
+
+
+def test_docstring_sections_are_read() -> None:
+    """Descriptions come from Google-style ``Args:``/``Attributes:`` sections, continuation lines included."""
+    gin_reference = _docs_extension()
+    doc = """Summary.
+
+    Args:
+        steps (int): how many
+            ascent steps.
+        epsilon: the radius.
+
+    Returns:
+        nothing: not a parameter.
+    """
+    assert gin_reference.parameter_descriptions(doc) == {"steps": "how many ascent steps.", "epsilon": "the radius."}
+
+
+def test_markdown_python_blocks_are_tested() -> None:
+    """A Python block of a Markdown page is a ``{testcode}`` or ``{doctest}`` block, so the doctest build runs it."""
+    untested = [
+        f"{page.relative_to(DOCS)}:{number}"
+        for page in DOCS.rglob("*.md")
+        if "_build" not in page.parts
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip().lower() in ("```python", "```py", "```python3", "```pycon")
+    ]
+    assert not untested, f"untested Python blocks (write them as ```{{testcode}} or ```{{doctest}}): {untested}"
 
 
 def test_shipped_inventories_match_their_script() -> None:

@@ -1,5 +1,5 @@
-"""The L2 configurations build and run: search (max_l2.gin, uniform_l2.gin), adversarial training
-(adv_train_l2.gin) and evaluation (eval_l2.gin)."""
+"""The L2 mix-ins build and run: search (max_l2.gin, uniform_l2.gin), adversarial training
+(adv_train_l2.gin) and evaluation (eval_l2.gin), each over its base config."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ import pytest
 from rnasframe import SearchEngine
 from rnasframe.cli import evaluate_main, search_main, train_main
 from rnasframe.config import parse_gin
-from rnasframe.perturbations import L2Ball, PGDMaximizer, UniformSampler
-from rnasframe.robustness import PGDAttack, RobustnessEvaluation
+from rnasframe.perturbations import FGSM, PGD, L2Ball, PGDMaximizer, UniformSampler
 from rnasframe.training import AdversarialTraining, Trainer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_max_l2_binds_pgd_in_the_l2_ball_with_the_usual_step_size() -> None:
-    parse_gin(["max_l2.gin"], [], [EXAMPLES])
+    parse_gin(["max.gin", "max_l2.gin"], [], [EXAMPLES])
     engine = SearchEngine()
     (regularizer,) = engine.objective.regularizers
     pgd = regularizer.perturbation
@@ -32,7 +31,7 @@ def test_max_l2_binds_pgd_in_the_l2_ball_with_the_usual_step_size() -> None:
 
 
 def test_uniform_l2_binds_the_uniform_sampler_in_the_l2_ball() -> None:
-    parse_gin(["uniform_l2.gin"], [], [EXAMPLES])
+    parse_gin(["uniform.gin", "uniform_l2.gin"], [], [EXAMPLES])
     (regularizer,) = SearchEngine().objective.regularizers
     assert regularizer.perturbation == UniformSampler(ball=L2Ball(epsilon=0.5))
 
@@ -41,33 +40,35 @@ def test_uniform_l2_binds_the_uniform_sampler_in_the_l2_ball() -> None:
     "name, bindings",
     [
         # One epoch and two PGD steps keep the smoke run at a few seconds on one CPU thread.
-        ("max_l2.gin", ["SearchEngine.epochs = 1", "PGDMaximizer.steps = 2"]),
-        ("uniform_l2.gin", ["SearchEngine.epochs = 1"]),
+        ("max", ["SearchEngine.epochs = 1", "PGDMaximizer.steps = 2"]),
+        ("uniform", ["SearchEngine.epochs = 1"]),
     ],
 )
 def test_l2_configs_run_a_tiny_search(tmp_path: Path, name: str, bindings: list[str]) -> None:
-    args = [f"--gin_file={name}", "--gin_file=smoke.gin", *(f"--gin_param={b}" for b in bindings)]
+    files = [f"{name}.gin", f"{name}_l2.gin", "smoke.gin"]
+    args = [*(f"--gin_file={f}" for f in files), *(f"--gin_param={b}" for b in bindings)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = search_main([*args, "--run_dir", str(tmp_path / "run")], examples_dir=EXAMPLES)
     assert code == 0
     assert "genotype = Genotype(" in out.getvalue()
-    assert "L2Ball.epsilon = 0.5" in (tmp_path / "run" / "operative_config.gin").read_text()
+    operative = (tmp_path / "run" / "operative_config.gin").read_text()
+    assert "EPSILON = 0.5" in operative and "L2Ball.epsilon = %EPSILON" in operative
 
 
 def test_eval_l2_and_adv_train_l2_bind_the_l2_ball_everywhere() -> None:
     parse_gin(["train.gin", "eval_l2.gin"], [], [EXAMPLES])
     evaluation = Trainer().evaluation
-    assert (evaluation.norm, evaluation.epsilon, evaluation.attacks) == ("L2", 0.5, ("fgsm", "pgd20"))
-    assert evaluation.pgd_step_size == pytest.approx(2.5 * 0.5 / 20)
+    ball = L2Ball(epsilon=0.5)
+    assert evaluation.epsilon == 0.5
+    assert evaluation.attacks == (FGSM(ball), PGD(ball, steps=20, step_size=0.0625))
     gin.clear_config()
-    parse_gin(["adv_train_l2.gin"], ["Trainer.genotype = 'DARTS'"], [EXAMPLES])
+    parse_gin(["adv_train.gin", "adv_train_l2.gin"], ["Trainer.genotype = 'DARTS'"], [EXAMPLES])
     trainer = Trainer()
     assert isinstance(trainer.objective, AdversarialTraining)
-    assert trainer.objective.perturbation == PGDMaximizer(ball=L2Ball(epsilon=0.5), steps=7, step_size=0.18, random_start=True)
-    assert trainer.evaluation.norm == "L2" and trainer.evaluation.epsilon == 0.5
-    selection = trainer.selection_attack()
-    assert isinstance(selection, PGDAttack) and (selection.norm, selection.epsilon, selection.steps) == ("L2", 0.5, 10)
+    assert trainer.objective.perturbation == PGDMaximizer(ball=ball, steps=7, step_size=0.18, random_start=True)
+    assert trainer.evaluation.epsilon == 0.5 and trainer.evaluation.sweep_attack.ball == ball
+    assert trainer.selection == PGD(ball, steps=10, step_size=0.125)
 
 
 def _results(run_dir: Path) -> dict:
@@ -79,7 +80,8 @@ def test_l2_adversarial_training_and_l2_evaluation_run_end_to_end(tmp_path: Path
     adversarial = tmp_path / "adv_l2"
     with contextlib.redirect_stdout(out):
         code = train_main(
-            ["--gin_file=adv_train_l2.gin", "--gin_file=train_smoke.gin", "--genotype=DARTS", f"--run_dir={adversarial}"],
+            ["--gin_file=adv_train.gin", "--gin_file=adv_train_l2.gin", "--gin_file=train_smoke.gin", "--genotype=DARTS",
+             f"--run_dir={adversarial}"],
             examples_dir=EXAMPLES,
         )
     assert code == 0

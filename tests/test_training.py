@@ -17,8 +17,8 @@ from rnasframe.checkpoint import load_checkpoint
 from rnasframe.cli import evaluate_main, train_main
 from rnasframe.config import parse_gin
 from rnasframe.data import Augmentation, BatchLoader, CIFAR10Source, DigitsSource, LabeledImages
-from rnasframe.perturbations import LinfBall, PGDMaximizer
-from rnasframe.robustness import FGSMAttack, RobustnessEvaluation
+from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
+from rnasframe.robustness import AutoAttack, RobustnessEvaluation, attack_name
 from rnasframe.similarity import KLSimilarity
 from rnasframe.spaces.darts import DartsSpace, genotypes
 from rnasframe.training import (
@@ -218,17 +218,12 @@ def test_adversarial_and_trades_training_run_end_to_end(tmp_path: Path, objectiv
 
 
 def test_a_failed_sanity_check_is_reported_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class _IgnoresEpsilon(FGSMAttack):
-        def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    class _IgnoresEpsilon(FGSM):
+        def perturb(self, x: Tensor, objective: Any) -> Tensor:
             return x + 0.5  # far outside the ball (clamped to [0, 1] afterwards)
 
-    original = RobustnessEvaluation.build
-    monkeypatch.setattr(
-        RobustnessEvaluation, "build",
-        lambda self, name, epsilon=None: _IgnoresEpsilon(self.epsilon if epsilon is None else epsilon)
-        if name == "fgsm" else original(self, name, epsilon),
-    )
-    result = _trainer(epochs=1).run(tmp_path / "run")
+    evaluation = RobustnessEvaluation(attacks=(_IgnoresEpsilon(), PGD()), max_examples=24, sweep_fractions=(0.0, 0.5, 1.0))
+    result = _trainer(epochs=1, evaluation=evaluation).run(tmp_path / "run")
     assert result is not None and not result.report.sane
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "WARNING: sanity check adversarial_examples_in_ball FAILED: left the epsilon-ball or [0, 1]: fgsm" in log
@@ -242,7 +237,7 @@ def test_a_failed_sanity_check_is_reported_loudly(tmp_path: Path, monkeypatch: p
 def test_a_missing_optional_attack_package_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyautoattack", None)
     monkeypatch.setitem(sys.modules, "autoattack", None)
-    trainer = _trainer(evaluation=RobustnessEvaluation(attacks=("fgsm", "autoattack")))
+    trainer = _trainer(evaluation=RobustnessEvaluation(attacks=(FGSM(), AutoAttack())))
     with pytest.raises(ImportError, match=r"rnasframe\[autoattack\]"):
         trainer.run(tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -313,7 +308,7 @@ def test_bad_genotypes_fail_clearly_before_training(tmp_path: Path, make: Any, m
     [
         (dict(epochs=0), "Trainer.epochs must be an integer >= 1, got 0"),
         (dict(drop_path_prob=1.0), "Trainer.drop_path_prob must be in [0, 0.99]"),
-        (dict(selection="cw"), "Trainer.selection must be 'auto', 'clean' or an attack name (fgsm, pgd<K>"),
+        (dict(selection="cw"), "Trainer.selection: expected a Perturbation such as FGSM(), PGD() or AutoAttack(), got 'cw'"),
         (dict(validation_portion=0.9), "Trainer.validation_portion must be in [0, 0.5]"),
         (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     ],
@@ -351,7 +346,9 @@ def test_paper_values_are_bound_in_the_training_files() -> None:
     assert trainer.augmentation == Augmentation(crop_padding=4, horizontal_flip=True, cutout=16)
     assert isinstance(trainer.data, CIFAR10Source) and isinstance(trainer.objective, StandardTraining)
     evaluation = trainer.evaluation
-    assert (evaluation.epsilon, evaluation.attacks, evaluation.pgd_step_size) == (0.031, ("fgsm", "pgd20"), 0.003)
+    ball = LinfBall(0.031)
+    assert (evaluation.epsilon, evaluation.attacks) == (0.031, (FGSM(ball), PGD(ball, steps=20, step_size=0.003)))
+    assert trainer.selection is None
     gin.clear_config()
     parse_gin(["adv_train.gin"], [], [EXAMPLES])
     objective = Trainer().objective
@@ -364,7 +361,7 @@ def test_paper_values_are_bound_in_the_training_files() -> None:
     assert isinstance(trades, TradesTraining) and trades.beta == 6.0 and isinstance(trades.similarity, KLSimilarity)
     gin.clear_config()
     parse_gin(["train.gin", "eval_autoattack.gin"], [], [EXAMPLES])
-    assert Trainer().evaluation.attacks == ("fgsm", "pgd20", "autoattack")
+    assert [attack_name(a) for a in Trainer().evaluation.attacks] == ["fgsm", "pgd20", "autoattack"]
 
 
 def test_cli_trains_prints_the_table_and_evaluates_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -393,12 +390,13 @@ def test_cli_reports_bad_input_in_one_line_with_exit_status_2(tmp_path: Path, ca
     assert "does not exist" in capsys.readouterr().err
     assert train_main([*base, "--genotype=DARTS", "--gin_param=RobustnessEvaluation.attacks = ('cw',)"], examples_dir=EXAMPLES) == 2
     err = capsys.readouterr().err
-    assert "unknown attack 'cw'; valid attacks: fgsm, pgd<K>" in err and err.count("\n") == 1
+    assert "RobustnessEvaluation.attacks: expected a Perturbation such as FGSM()" in err and err.count("\n") == 1
     adversarial = ["--gin_file=adv_train.gin", "--gin_file=train_smoke.gin", f"--run_dir={tmp_path / 'run'}", "--genotype=DARTS"]
     assert train_main([*adversarial, "--gin_param=PGDMaximizer.steps = 0"], examples_dir=EXAMPLES) == 2
     assert "PGDMaximizer.steps must be an integer >= 1, got 0" in capsys.readouterr().err
     assert train_main([*adversarial, "--gin_param=RobustnessEvaluation.epsilon = 2.0"], examples_dir=EXAMPLES) == 2
-    assert "RobustnessEvaluation.epsilon must be in [0, 1]" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the declared radius disagrees with the balls' (EPSILON not used)
+    assert "fgsm has a LinfBall of radius 0.031, but RobustnessEvaluation.epsilon = 2" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()  # nothing was started
     assert evaluate_main([f"--run_dir={tmp_path / 'absent'}"], examples_dir=EXAMPLES) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Write the small intersphinx inventories that let the docs build offline.
 
-The documentation links to Python, PyTorch, NumPy, torchvision, Pillow and tensorboardX. Sphinx
+The documentation links to Python, PyTorch, NumPy, torchvision, Pillow, tensorboardX and Matplotlib. Sphinx
 would normally download each project's ``objects.inv``; CI has no internet, so the objects our
 pages and docstrings actually reference are listed here, each with the real address of its
 documentation, and written as Sphinx inventories (format version 2) next to this script. The base
@@ -37,6 +37,7 @@ BASES: Dict[str, Tuple[str, str, str]] = {
     "torchvision": ("Torchvision", "stable", "https://docs.pytorch.org/vision/stable/"),
     "pillow": ("Pillow", "stable", "https://pillow.readthedocs.io/en/stable/"),
     "tensorboardx": ("tensorboardX", "latest", "https://tensorboardx.readthedocs.io/en/latest/"),
+    "matplotlib": ("Matplotlib", "stable", "https://matplotlib.org/stable/"),
 }
 
 # (name, Sphinx object type, address relative to the project's base)
@@ -68,6 +69,7 @@ PYTHON: List[Tuple[str, str, str]] = [
     ("NotImplementedError", "py:exception", "library/exceptions.html#NotImplementedError"),
     ("OSError", "py:exception", "library/exceptions.html#OSError"),
     ("RuntimeError", "py:exception", "library/exceptions.html#RuntimeError"),
+    ("SystemExit", "py:exception", "library/exceptions.html#SystemExit"),
     ("TypeError", "py:exception", "library/exceptions.html#TypeError"),
     ("ValueError", "py:exception", "library/exceptions.html#ValueError"),
     # typing and collections.abc (autodoc writes annotations with these names)
@@ -95,6 +97,7 @@ PYTHON: List[Tuple[str, str, str]] = [
     ("collections.abc.Sequence", "py:class", "library/collections.abc.html#collections.abc.Sequence"),
     # other standard modules
     ("abc.ABC", "py:class", "library/abc.html#abc.ABC"),
+    ("argparse", "py:module", "library/argparse.html#module-argparse"),
     ("argparse.ArgumentParser", "py:class", "library/argparse.html#argparse.ArgumentParser"),
     ("logging", "py:module", "library/logging.html#module-logging"),
     ("os.PathLike", "py:class", "library/os.html#os.PathLike"),
@@ -115,6 +118,9 @@ TORCH: List[Tuple[str, str, str]] = [
     ("torch.manual_seed", "py:function", "generated/torch.manual_seed.html#torch.manual_seed"),
     ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html#torch.nn.Module"),
     ("torch.nn.modules.module.Module", "py:class", "generated/torch.nn.Module.html#torch.nn.Module"),
+    ("torch.nn.Identity", "py:class", "generated/torch.nn.Identity.html#torch.nn.Identity"),
+    ("torch.nn.modules.linear.Identity", "py:class", "generated/torch.nn.Identity.html#torch.nn.Identity"),
+    ("torch.nn.functional.kl_div", "py:function", "generated/torch.nn.functional.kl_div.html#torch.nn.functional.kl_div"),
     ("torch.nn.Sequential", "py:class", "generated/torch.nn.Sequential.html#torch.nn.Sequential"),
     ("torch.nn.modules.container.Sequential", "py:class", "generated/torch.nn.Sequential.html#torch.nn.Sequential"),
     ("torch.nn.Parameter", "py:class", "generated/torch.nn.parameter.Parameter.html#torch.nn.parameter.Parameter"),
@@ -131,6 +137,14 @@ NUMPY: List[Tuple[str, str, str]] = [
 
 TORCHVISION: List[Tuple[str, str, str]] = [
     ("torchvision.datasets.CIFAR10", "py:class", "generated/torchvision.datasets.CIFAR10.html#torchvision.datasets.CIFAR10"),
+    ("torchvision.ops.stochastic_depth", "py:function", "generated/torchvision.ops.stochastic_depth.html#torchvision.ops.stochastic_depth"),
+    ("torchvision.ops.StochasticDepth", "py:class", "generated/torchvision.ops.StochasticDepth.html#torchvision.ops.StochasticDepth"),
+]
+
+MATPLOTLIB: List[Tuple[str, str, str]] = [
+    ("matplotlib.pyplot", "py:module", "api/pyplot_summary.html#module-matplotlib.pyplot"),
+    ("matplotlib.figure.Figure", "py:class", "api/_as_gen/matplotlib.figure.Figure.html#matplotlib.figure.Figure"),
+    ("matplotlib.axes.Axes", "py:class", "api/_as_gen/matplotlib.axes.Axes.html#matplotlib.axes.Axes"),
 ]
 
 PILLOW: List[Tuple[str, str, str]] = [
@@ -149,6 +163,7 @@ OBJECTS: Dict[str, List[Tuple[str, str, str]]] = {
     "torchvision": TORCHVISION,
     "pillow": PILLOW,
     "tensorboardx": TENSORBOARDX,
+    "matplotlib": MATPLOTLIB,
 }
 
 

@@ -174,6 +174,7 @@ class BatchLoader:
                 x = self.augmentation(x, generator)
             y = self.data.labels[index]
             if self.world_size > 1:
-                shard = slice(self.rank * (len(index) // self.world_size), (self.rank + 1) * (len(index) // self.world_size))
+                per_rank = len(index) // self.world_size
+                shard = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
                 x, y = x[shard], y[shard]
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

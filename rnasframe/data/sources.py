@@ -122,7 +122,7 @@ class DigitsSource(DataSource):
     def _split(self) -> Tuple[torch.Tensor, torch.Tensor, LabeledImages]:
         data = self._all()
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))
-        n_test = int(round(len(data) * self.test_fraction))
+        n_test = round(len(data) * self.test_fraction)
         return order[n_test:], order[:n_test], data
 
     def load_train(self) -> LabeledImages:

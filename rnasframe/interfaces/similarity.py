@@ -22,7 +22,7 @@ class Similarity(abc.ABC):
     Subclasses implement :meth:`compute`.
     """
 
-    #: What the metric compares: ``"logits"`` or ``"probabilities"`` (softmax of the logits).
+    #: What the metric compares, ``"logits"`` or ``"probabilities"`` (the softmax of the logits).
     acts_on: ClassVar[str] = "logits"
 
     def __call__(self, perturbed_logits: Tensor, natural_logits: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -13,11 +14,19 @@ from torch import Tensor, nn
 
 from rnasframe import validation
 from rnasframe.data.images import LabeledImages
-from rnasframe.robustness.attacks import NORMS, Attack, PGDAttack, attack_from_name, check_radius, model_mode
-from rnasframe.validation import boolean
+from rnasframe.interfaces.perturbation import NormBall, Perturbation
+from rnasframe.perturbations import FGSM, PGD, L2Ball, LinfBall, PGDMaximizer
+from rnasframe.robustness.attacks import (
+    attack_name,
+    attack_settings,
+    ball_norm,
+    cross_entropy_objective,
+    model_mode,
+    with_radius,
+)
 from rnasframe.robustness.sanity import SanityCheck, check_robustness
 
-__all__ = ["RobustnessEvaluation", "RobustnessReport", "attack_accuracy", "seeded_randomness"]
+__all__ = ["RobustnessEvaluation", "RobustnessReport", "attack_accuracy", "check_attack_radius", "seeded_randomness"]
 
 _BALL_TOLERANCE = 1e-5
 
@@ -41,20 +50,38 @@ def _batches(images: LabeledImages, batch_size: int, device: torch.device, limit
         yield images.pixels(index).to(device), images.labels[index].to(device)
 
 
-def _inside(x_adv: Tensor, x: Tensor, attack: Attack) -> bool:
-    """Whether every example of ``x_adv`` lies in ``attack``'s ball around ``x`` and in [0, 1]."""
+def _inside(x_adv: Tensor, x: Tensor, attack: Perturbation) -> bool:
+    """Whether every example of ``x_adv`` lies in [0, 1] and in ``attack``'s ball around ``x`` (if it has one).
+
+    L∞ and L2 distances are measured directly; for another ball, a point of the ball must be its
+    own projection.
+    """
     if not x.numel():
         return True
+    in_range = bool(x_adv.min() >= 0.0 and x_adv.max() <= 1.0)
+    ball = getattr(attack, "ball", None)
+    if not isinstance(ball, NormBall):
+        return in_range
+    slack = _BALL_TOLERANCE * max(1.0, ball.epsilon)
     delta = (x_adv - x).flatten(1)
-    distance = delta.abs().amax(dim=1) if attack.norm == "Linf" else torch.linalg.vector_norm(delta, dim=1)
-    slack = _BALL_TOLERANCE * max(1.0, attack.epsilon)
-    return bool((distance <= attack.epsilon + slack).all() and x_adv.min() >= 0.0 and x_adv.max() <= 1.0)
+    if isinstance(ball, LinfBall):
+        outside = delta.abs().amax(dim=1) - ball.epsilon
+    elif isinstance(ball, L2Ball):
+        outside = torch.linalg.vector_norm(delta, dim=1) - ball.epsilon
+    else:
+        outside = (ball.project(x_adv, x) - x_adv).flatten(1).abs().amax(dim=1)
+    return in_range and bool((outside <= slack).all())
+
+
+def _run(attack: Perturbation, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``attack``'s examples for the batch ``(x, y)``: it maximizes the summed cross-entropy of ``y``."""
+    return attack(x, cross_entropy_objective(model, y), model=model)
 
 
 def attack_accuracy(
     model: nn.Module,
     images: LabeledImages,
-    attack: Optional[Attack],
+    attack: Optional[Perturbation],
     batch_size: int = 250,
     device: torch.device | str = "cpu",
     seed: int = 0,
@@ -69,20 +96,33 @@ def attack_accuracy(
     correct, count = 0, 0
     with model_mode(model, training=False), seeded_randomness(seed, device):
         for x, y in _batches(images, batch_size, device, max_examples):
-            inputs = x if attack is None else attack(model, x, y)
+            inputs = x if attack is None else _run(attack, model, x, y)
             with torch.no_grad():
                 correct += int((model(inputs).argmax(dim=1) == y).sum())
             count += int(y.shape[0])
     return correct / count if count else float("nan")
 
 
-def _check_names(instance: "RobustnessEvaluation", attribute: "attrs.Attribute[Any]", value: Tuple[str, ...]) -> None:
-    if not value:
-        raise ValueError("RobustnessEvaluation.attacks must name at least one attack, e.g. ('fgsm', 'pgd20')")
-    for name in value:
-        attack_from_name(name, instance.epsilon, norm=_norm(instance))  # raises on an unknown name, listing the valid ones
-    if len(set(value)) != len(value):
-        raise ValueError(f"RobustnessEvaluation.attacks lists an attack twice: {value!r}")
+def check_attack_radius(attack: Any, epsilon: float, where: str) -> None:
+    """Raise unless ``attack`` is a :class:`~rnasframe.interfaces.Perturbation` whose ball (if any) has radius ``epsilon``.
+
+    Args:
+        attack: the attack to check.
+        epsilon: the declared radius (``RobustnessEvaluation.epsilon``).
+        where: the field that holds ``attack``, for the message.
+
+    Raises:
+        TypeError: ``attack`` is not a :class:`~rnasframe.interfaces.Perturbation`.
+        ValueError: its ball's radius differs from ``epsilon``; the message names both values.
+    """
+    if not isinstance(attack, Perturbation):
+        raise TypeError(f"{where}: expected a Perturbation such as FGSM(), PGD() or AutoAttack(), got {attack!r}")
+    ball = getattr(attack, "ball", None)
+    if isinstance(ball, NormBall) and not math.isclose(ball.epsilon, epsilon, rel_tol=1e-9, abs_tol=1e-12):
+        raise ValueError(
+            f"{where}: {attack_name(attack)} has a {type(ball).__name__} of radius {ball.epsilon:g}, but "
+            f"RobustnessEvaluation.epsilon = {epsilon:g}; bind both to one value (the gin macro EPSILON)"
+        )
 
 
 def _check_fractions(instance: "RobustnessEvaluation", attribute: "attrs.Attribute[Any]", value: Tuple[float, ...]) -> None:
@@ -95,39 +135,41 @@ def _check_fractions(instance: "RobustnessEvaluation", attribute: "attrs.Attribu
         raise ValueError(f"RobustnessEvaluation.sweep_fractions must be increasing without repeats, got {value!r}")
 
 
-def _check_sweep_attack(instance: "RobustnessEvaluation", attribute: "attrs.Attribute[Any]", value: str) -> None:
-    attack_from_name(value, instance.epsilon, norm=_norm(instance))
+def _default_epsilon() -> float:
+    """The radius of the default ball, ``LinfBall()`` (0.031, or what gin binds to ``LinfBall.epsilon``)."""
+    return float(LinfBall().epsilon)
 
 
-def _norm(instance: "RobustnessEvaluation") -> str:
-    """The instance's norm if valid (its own validator reports a bad one), else ``"Linf"``."""
-    return instance.norm if instance.norm in NORMS else "Linf"
+def _default_attacks() -> Tuple[Perturbation, ...]:
+    return (FGSM(), PGD())
 
 
 @gin.configurable
 @attrs.define(frozen=True)
 class RobustnessEvaluation:
-    """How a trained network is evaluated: attacks, their settings, the ε sweep and the checks.
+    """How a trained network is evaluated: the threat model's radius, the attacks, the ε sweep and the checks.
 
     Clean accuracy is always measured. Every attack runs with the model in eval mode (BatchNorm
     running statistics, no drop path), on the same examples, with torch's generators seeded with
-    :attr:`seed` (and restored afterwards).
+    :attr:`seed` (and restored afterwards). Every attack's ball must have the radius
+    :attr:`epsilon` and all balls the same norm (one threat model), checked when built. In gin,
+    one macro holds the radius::
+
+        EPSILON = 0.031
+        LinfBall.epsilon = %EPSILON
+        RobustnessEvaluation.epsilon = %EPSILON
+        RobustnessEvaluation.attacks = [@FGSM(), @PGD()]
 
     Args:
-        epsilon: the radius of every attack, pixel units of [0, 1] images (paper, L∞: 0.031;
-            the usual CIFAR-10 L2 radius: 0.5; see ``examples/eval_l2.gin``).
-        norm: the threat model of every attack: ``"Linf"`` (the paper's) or ``"L2"`` (FGSM is
-            then the L2 fast gradient method, PGD takes normalized-gradient steps in the L2 ball,
-            AutoAttack runs its L2 version).
-        attacks: attack names: ``fgsm``, ``pgd<K>`` (e.g. ``pgd20``), ``autoattack`` (optional
-            extra). Paper, Table 2: FGSM and PGD-20.
-        pgd_step_size: step length of PGD attacks (0.003: the paper's L∞ PGD step of section
-            4.1; recorded in the results). ``steps * pgd_step_size`` must reach ``epsilon``, or
-            PGD could not reach the ball's boundary from ``x`` (checked when built: an L∞ step
-            left unchanged under an L2 radius is a common slip).
-        random_start: PGD starts from a uniform point of the ball.
-        sweep_attack: the attack run at ``epsilon * f`` for each ``f`` in ``sweep_fractions``;
-            its full-ε point reuses the main result when the attack is also in ``attacks``.
+        epsilon: the declared radius of the threat model, pixel units of [0, 1] images (paper,
+            L∞: 0.031; the usual CIFAR-10 L2 radius: 0.5, see ``eval_l2.gin``). Default: the
+            radius of ``LinfBall()``, the default attacks' ball.
+        attacks: the attacks (:class:`~rnasframe.interfaces.Perturbation` objects), keyed in the
+            results by their ``name``: paper, Table 2: FGSM and PGD-20.
+            :class:`~rnasframe.robustness.AutoAttack` is an optional extra.
+        sweep_attack: the attack run at ``epsilon * f`` for each ``f`` in ``sweep_fractions``
+            (it must hold a ``ball``); its full-ε point reuses the main result when an equal
+            attack is in ``attacks``.
         sweep_fractions: increasing fractions of ε for the monotonicity check; 0 also checks that
             ε = 0 reproduces the clean accuracy. ``()`` skips the sweep.
         tolerance: slack of the sanity checks, as a fraction of examples (0: exact).
@@ -136,12 +178,11 @@ class RobustnessEvaluation:
         seed: seed of the attacks' random starts.
     """
 
-    epsilon: float = attrs.field(default=0.031, validator=check_radius)
-    norm: str = attrs.field(default="Linf", validator=validation.one_of(*NORMS))
-    attacks: Tuple[str, ...] = attrs.field(default=("fgsm", "pgd20"), converter=tuple, validator=_check_names)
-    pgd_step_size: float = attrs.field(default=0.003, validator=validation.greater_than(0.0, "pixel units"))
-    random_start: bool = attrs.field(default=True, validator=boolean)
-    sweep_attack: str = attrs.field(default="pgd20", validator=_check_sweep_attack)
+    epsilon: float = attrs.field(
+        factory=_default_epsilon, validator=validation.at_least(0.0, "a radius in pixel units of [0, 1] images")
+    )
+    attacks: Tuple[Perturbation, ...] = attrs.field(factory=_default_attacks, converter=tuple)
+    sweep_attack: Perturbation = attrs.field(factory=PGD)
     sweep_fractions: Tuple[float, ...] = attrs.field(default=(0.0, 0.25, 0.5, 1.0), converter=tuple, validator=_check_fractions)
     tolerance: float = attrs.field(default=0.0, validator=validation.in_closed_range(0.0, 1.0, "a fraction of examples"))
     batch_size: int = attrs.field(default=250, validator=validation.positive_int)
@@ -149,22 +190,29 @@ class RobustnessEvaluation:
     seed: int = attrs.field(default=0, validator=validation.non_negative_int)
 
     def __attrs_post_init__(self) -> None:
-        for name in dict.fromkeys((*self.attacks, self.sweep_attack)):
-            attack = self.build(name)
-            if isinstance(attack, PGDAttack) and attack.steps * attack.step_size < self.epsilon:
+        if not self.attacks:
+            raise ValueError("RobustnessEvaluation.attacks must hold at least one attack, e.g. [FGSM(), PGD()]")
+        for attack in self.attacks:
+            check_attack_radius(attack, self.epsilon, "RobustnessEvaluation.attacks")
+        check_attack_radius(self.sweep_attack, self.epsilon, "RobustnessEvaluation.sweep_attack")
+        with_radius(self.sweep_attack, self.epsilon)  # raises now when it cannot be resized
+        names = [attack_name(attack) for attack in self.attacks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"RobustnessEvaluation.attacks lists an attack name twice: {names}")
+        balls = {type(ball).__name__ for ball in (getattr(a, "ball", None) for a in (*self.attacks, self.sweep_attack))
+                 if isinstance(ball, NormBall)}
+        if len(balls) > 1:
+            raise ValueError(
+                f"RobustnessEvaluation: the attacks mix threat models ({', '.join(sorted(balls))}); use one ball for all"
+            )
+        for attack in dict.fromkeys((*self.attacks, self.sweep_attack)):
+            if isinstance(attack, PGDMaximizer) and attack.steps * attack.step_size < self.epsilon:
                 raise ValueError(
-                    f"RobustnessEvaluation: {name} moves at most steps * pgd_step_size = {attack.steps} * "
+                    f"RobustnessEvaluation: {attack_name(attack)} moves at most steps * step_size = {attack.steps} * "
                     f"{attack.step_size:g} = {attack.steps * attack.step_size:.4g} < epsilon = {self.epsilon:g} "
-                    f"({self.norm}), so it cannot reach the ball's boundary; use pgd_step_size >= epsilon / "
+                    f"({ball_norm(attack.ball)}), so it cannot reach the ball's boundary; use step_size >= epsilon / "
                     f"{attack.steps} (2.5 * epsilon / steps = {2.5 * self.epsilon / attack.steps:.4g} is the usual choice)"
                 )
-
-    def build(self, name: str, epsilon: Optional[float] = None) -> Attack:
-        """The attack called ``name`` with this evaluation's settings (and ``epsilon`` if given)."""
-        return attack_from_name(
-            name, self.epsilon if epsilon is None else epsilon, self.pgd_step_size, self.random_start, self.seed,
-            self.norm,
-        )
 
     def check_available(self) -> None:
         """Raise :class:`ImportError` now if an attack needs an optional package that is missing.
@@ -172,16 +220,31 @@ class RobustnessEvaluation:
         Training calls this before its first epoch, so that a missing extra never ends a long
         run at its final evaluation.
         """
-        for name in (*self.attacks, self.sweep_attack):
-            self.build(name).check_available()
+        for attack in (*self.attacks, self.sweep_attack):
+            check = getattr(attack, "check_available", None)
+            if callable(check):
+                check()
+
+    def settings(self) -> Dict[str, Any]:
+        """The evaluation's own settings, as recorded in ``results.json`` (attacks by :func:`attack_settings`)."""
+        return {
+            "epsilon": self.epsilon,
+            "attacks": [attack_settings(attack) for attack in self.attacks],
+            "sweep_attack": attack_settings(self.sweep_attack),
+            "sweep_fractions": list(self.sweep_fractions),
+            "tolerance": self.tolerance,
+            "batch_size": self.batch_size,
+            "max_examples": self.max_examples,
+            "seed": self.seed,
+        }
 
     def evaluate(
         self,
         model: nn.Module,
         images: LabeledImages,
         device: torch.device | str = "cpu",
-        attacks: Optional[Sequence[Attack]] = None,
-        sweep_attack: Optional[Attack] = None,
+        attacks: Optional[Sequence[Perturbation]] = None,
+        sweep_attack: Optional[Perturbation] = None,
     ) -> "RobustnessReport":
         """Evaluate ``model`` on ``images`` and run the sanity checks.
 
@@ -196,17 +259,17 @@ class RobustnessEvaluation:
             The report.
         """
         device = torch.device(device)
-        chosen = list(attacks) if attacks is not None else [self.build(name) for name in self.attacks]
-        sweeper = sweep_attack if sweep_attack is not None else self.build(self.sweep_attack)
-        by_name = {attack.name: attack for attack in chosen}
-        sweep_points: List[Tuple[float, Attack, Optional[str]]] = []
+        chosen = list(attacks) if attacks is not None else list(self.attacks)
+        sweeper = sweep_attack if sweep_attack is not None else self.sweep_attack
+        by_name = {attack_name(attack): attack for attack in chosen}
+        sweep_points: List[Tuple[float, Perturbation, Optional[str]]] = []
         for fraction in self.sweep_fractions:
             epsilon = self.epsilon * fraction
-            reused = by_name.get(sweeper.name)
-            if fraction == 1.0 and reused is not None and reused.settings() == sweeper.at_epsilon(epsilon).settings():
-                sweep_points.append((epsilon, sweeper, sweeper.name))
+            resized = with_radius(sweeper, epsilon)
+            if fraction == 1.0 and by_name.get(attack_name(sweeper)) == resized:
+                sweep_points.append((epsilon, sweeper, attack_name(sweeper)))
             else:
-                sweep_points.append((epsilon, sweeper.at_epsilon(epsilon), None))
+                sweep_points.append((epsilon, resized, None))
 
         correct: Dict[str, int] = {"clean": 0}
         seconds: Dict[str, float] = {"clean": 0.0}
@@ -220,11 +283,11 @@ class RobustnessEvaluation:
                 with torch.no_grad():
                     correct["clean"] += int((model(x).argmax(dim=1) == y).sum())
                 seconds["clean"] += time.perf_counter() - started
-                runs = [(attack.name, attack) for attack in chosen]
+                runs = [(attack_name(attack), attack) for attack in chosen]
                 runs += [(key, attack) for key, (_, attack, reused) in zip(sweep_keys, sweep_points) if reused is None]
                 for key, attack in runs:
                     started = time.perf_counter()
-                    x_adv = attack(model, x, y)
+                    x_adv = _run(attack, model, x, y)
                     with torch.no_grad():
                         correct[key] = correct.get(key, 0) + int((model(x_adv).argmax(dim=1) == y).sum())
                     seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
@@ -232,7 +295,7 @@ class RobustnessEvaluation:
         if count == 0:
             raise ValueError(f"cannot evaluate on {images.name}: it holds no images")
         accuracy = {key: value / count for key, value in correct.items()}
-        attack_accuracies = {attack.name: accuracy[attack.name] for attack in chosen}
+        attack_accuracies = {name: accuracy[name] for name in by_name}
         sweep = [
             (epsilon, accuracy[reused if reused is not None else key])
             for key, (epsilon, _, reused) in zip(sweep_keys, sweep_points)
@@ -244,10 +307,10 @@ class RobustnessEvaluation:
             attacks=attack_accuracies,
             sweep=sweep,
             sanity=checks,
-            attack_settings=[attack.settings() for attack in chosen],
-            sweep_settings={"attack": sweeper.settings(), "epsilons": [e for e, _ in sweep]},
+            attack_settings=[attack_settings(attack) for attack in chosen],
+            sweep_settings={"attack": attack_settings(sweeper), "epsilons": [e for e, _ in sweep]},
             seconds=seconds,
-            settings=attrs.asdict(self),
+            settings=self.settings(),
         )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Union
 
 from torch import nn
 
+from rnasframe.interfaces.perturbation import Perturbation
+from rnasframe.robustness.attacks import attack_name
 from rnasframe.run_folder import write_json_atomic
 
 __all__ = ["attack_label", "count_parameters_millions", "results_markdown", "write_results"]
@@ -15,8 +17,9 @@ __all__ = ["attack_label", "count_parameters_millions", "results_markdown", "wri
 _LABELS = {"clean": "Clean", "fgsm": "FGSM", "autoattack": "AutoAttack"}
 
 
-def attack_label(name: str) -> str:
-    """The column title of an attack: ``fgsm`` -> ``FGSM``, ``pgd20`` -> ``PGD-20``."""
+def attack_label(attack: Union[str, Perturbation]) -> str:
+    """The column title of an attack or of its name: ``fgsm`` -> ``FGSM``, ``pgd20`` -> ``PGD-20``."""
+    name = attack if isinstance(attack, str) else attack_name(attack)
     if name in _LABELS:
         return _LABELS[name]
     if name.startswith("pgd") and name[3:].isdigit():

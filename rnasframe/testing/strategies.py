@@ -64,8 +64,8 @@ def images(
     dtype = draw(dtypes if dtypes is not None else float_dtypes())
     if dtype not in _NUMPY_DTYPES:
         raise ValueError(f"images: dtype must be torch.float32 or torch.float64, got {dtype}")
-    width = 32 if dtype == torch.float32 else 64
-    array = draw(hnp.arrays(_NUMPY_DTYPES[dtype], shape, elements=st.floats(0.0, 1.0, width=width)))
+    elements = st.floats(0.0, 1.0, width=32) if dtype == torch.float32 else st.floats(0.0, 1.0, width=64)
+    array = draw(hnp.arrays(_NUMPY_DTYPES[dtype], shape, elements=elements))
     return torch.from_numpy(array.copy())
 
 

@@ -32,8 +32,10 @@ from rnasframe.data.images import LabeledImages
 from rnasframe.data.loader import Augmentation, BatchLoader, split_indices
 from rnasframe.data.sources import CIFAR10Source, DataSource
 from rnasframe.interfaces.search_space import InputSpec, SearchSpace
-from rnasframe.robustness.attacks import ATTACK_NAMES, Attack, attack_from_name
-from rnasframe.robustness.evaluator import RobustnessEvaluation, RobustnessReport, attack_accuracy
+from rnasframe.interfaces.perturbation import Perturbation
+from rnasframe.perturbations import PGD
+from rnasframe.robustness.attacks import attack_settings
+from rnasframe.robustness.evaluator import RobustnessEvaluation, RobustnessReport, attack_accuracy, check_attack_radius
 from rnasframe.robustness.report import attack_label, count_parameters_millions, write_results
 from rnasframe.run_folder import MetricMeter, RunFolder, device_description
 from rnasframe.seeding import resolve_device, seed_everything
@@ -66,15 +68,17 @@ def _default_augmentation() -> Augmentation:
     return Augmentation(crop_padding=4, horizontal_flip=True, cutout=16)
 
 
-def _check_selection(instance: "Trainer", attribute: "attrs.Attribute[str]", value: str) -> None:
-    if value in ("auto", "clean"):
-        return
-    try:
-        attack_from_name(value, 0.031)
-    except ValueError:
-        raise ValueError(
-            f"Trainer.selection must be 'auto', 'clean' or an attack name ({', '.join(ATTACK_NAMES)}); got {value!r}"
-        ) from None
+def _default_selection(trainer: "Trainer") -> Optional[Perturbation]:
+    """PGD-10 (step 2.5·ε/10, random start, the default ball) for robust objectives; ``None`` (clean) otherwise."""
+    if not trainer.objective.robust:
+        return None
+    ball = PGD().ball
+    return PGD(ball=ball, steps=10, step_size=2.5 * max(ball.epsilon, 1e-12) / 10)
+
+
+def _check_selection(instance: "Trainer", attribute: "attrs.Attribute[Any]", value: Optional[Perturbation]) -> None:
+    if value is not None:
+        check_attack_radius(value, instance.evaluation.epsilon, "Trainer.selection")
 
 
 def _check_drop_path(instance: "Trainer", attribute: "attrs.Attribute[float]", value: float) -> None:
@@ -179,9 +183,9 @@ class Trainer:
         augmentation: random crop, flip and cutout of training batches (``None``: none).
         validation_portion: share of the training images held out for checkpoint selection
             (0.1; the paper trains on all 50,000: 0 does that and selects the last epoch).
-        selection: metric of checkpoint selection on the held-out part: ``"auto"`` (clean accuracy
-            for standard training, PGD-10 accuracy for robust objectives), ``"clean"`` or an attack
-            name such as ``"pgd10"`` (ε and norm of :attr:`evaluation`, step 2.5·ε/K, random start).
+        selection: the attack of checkpoint selection on the held-out part, e.g. ``PGD(steps=10)``,
+            or ``None`` for clean accuracy; its ball must have :attr:`evaluation`'s radius. Default:
+            PGD-10 (step 2.5·ε/10, random start) for robust objectives, ``None`` for standard training.
         selection_max_examples: evaluate selection on at most this many held-out images.
         evaluation: the final robustness evaluation on the test set.
         seed: seeds Python, NumPy and torch, the split and the batch order.
@@ -209,7 +213,9 @@ class Trainer:
         factory=_default_augmentation, validator=attrs.validators.optional(attrs.validators.instance_of(Augmentation))
     )
     validation_portion: float = attrs.field(default=0.1, validator=validation.in_closed_range(0.0, 0.5))
-    selection: str = attrs.field(default="auto", validator=_check_selection)
+    selection: Optional[Perturbation] = attrs.field(
+        default=attrs.Factory(_default_selection, takes_self=True), validator=_check_selection
+    )
     selection_max_examples: Optional[int] = attrs.field(
         default=None, validator=attrs.validators.optional(validation.positive_int)
     )
@@ -233,14 +239,9 @@ class Trainer:
         """A copy that trains ``genotype`` (validated now; see :attr:`genotype`)."""
         return attrs.evolve(self, genotype=genotype)
 
-    def selection_attack(self) -> Optional[Attack]:
+    def selection_attack(self) -> Optional[Perturbation]:
         """The attack of checkpoint selection (``None``: clean accuracy)."""
-        name = self.selection
-        if name == "auto":
-            name = "pgd10" if self.objective.robust else "clean"
-        if name == "clean":
-            return None
-        return attack_from_name(name, self.evaluation.epsilon, None, True, self.seed, self.evaluation.norm)
+        return self.selection
 
     def _selection_description(self, held_out: int) -> str:
         if held_out == 0:
@@ -248,8 +249,8 @@ class Trainer:
         attack = self.selection_attack()
         if attack is None:
             return f"clean accuracy on {held_out} held-out training images"
-        settings = ", ".join(f"{k}={v}" for k, v in attack.settings().items() if k != "name")
-        return f"{attack_label(attack.name)} accuracy ({settings}) on {held_out} held-out training images"
+        settings = ", ".join(f"{k}={v}" for k, v in attack_settings(attack).items() if k != "name")
+        return f"{attack_label(attack)} accuracy ({settings}) on {held_out} held-out training images"
 
     def _split(self, n: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if self.validation_portion == 0:
