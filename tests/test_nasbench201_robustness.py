@@ -22,7 +22,7 @@ def _write(folder: Path, data_set: str, key: str, measure: str, table: Dict[str,
     (folder / data_set / f"{key}_{measure}.json").write_text(json.dumps({data_set: {key: {measure: table}}}))
 
 
-@pytest.fixture()
+@pytest.fixture
 def folder(tmp_path: Path) -> Path:
     root = tmp_path / "robustness-data"
     root.mkdir()

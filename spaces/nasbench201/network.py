@@ -95,9 +95,9 @@ class Cell(nn.Module):
         for target in range(1, NODES):
             node: Optional[Tensor] = None
             for source in range(target):
-                op = self.edges[f"{target}<-{source}"] if f"{target}<-{source}" in self.edges else None
-                if op is not None:
-                    term = op(nodes[source])
+                key = f"{target}<-{source}"
+                if key in self.edges:  # a none edge has no module and adds nothing
+                    term = self.edges[key](nodes[source])
                     node = term if node is None else node + term
             nodes.append(torch.zeros_like(x) if node is None else node)
         return nodes[-1]

@@ -38,13 +38,13 @@ def draw_cell(genotype: NasBench201Genotype, path: Path) -> Path:
         (x0, y0), (x1, y1) = _POSITIONS[source], _POSITIONS[target]
         bend = _BEND[target - source]
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops=dict(arrowstyle="-|>", shrinkA=14, shrinkB=14, color="0.3",
-                                    connectionstyle=f"arc3,rad={bend}"))
+                    arrowprops={"arrowstyle": "-|>", "shrinkA": 14, "shrinkB": 14, "color": "0.3",
+                                "connectionstyle": f"arc3,rad={bend}"})
         # apex of arc3's quadratic curve: midpoint + bend / 2 * (dy, -dx)
         mx = (x0 + x1) / 2 + bend / 2 * (y1 - y0)
         my = (y0 + y1) / 2 - bend / 2 * (x1 - x0)
         ax.text(mx, my, name, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7"))
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7"})
     for node in range(NODES):
         x, y = _POSITIONS[node]
         ax.scatter([x], [y], s=700, c="lightsteelblue" if node in (0, NODES - 1) else "white",
