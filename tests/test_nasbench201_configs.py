@@ -68,7 +68,7 @@ def test_training_config_is_nasbench201s_protocol() -> None:
 
 
 def test_training_quickstart_config() -> None:
-    parse_gin([str(CONFIGS / "nb201_train_quickstart.gin")])
+    parse_gin([str(CONFIGS / "train_nb201_quickstart.gin")])
     from rnasframe.training import Trainer
 
     trainer = Trainer()
