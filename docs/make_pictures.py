@@ -76,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Path]:
     parser.add_argument("--out", type=Path, default=STATIC, help=f"output folder (default: {STATIC})")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    pictures = {
+    figures = {
         "darts_v2_normal.png": plot.draw_cell(genotypes.DARTS_V2, "normal", title="DARTS_V2, normal cell"),
         "darts_v2_reduce.png": plot.draw_cell(genotypes.DARTS_V2, "reduce", title="DARTS_V2, reduction cell"),
         "alpha_example.png": plot.plot_alpha_evolution(
@@ -86,11 +86,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Path]:
         ),
     }
     paths = []
-    for name, image in pictures.items():
+    for name, figure in figures.items():
         path = args.out / name
-        image.save(path, format="PNG", optimize=True)
+        figure.savefig(path, format="png", facecolor="white", metadata={"Software": None})
         paths.append(path)
-        print(f"wrote {path} ({image.width}x{image.height})")
+        width, height = figure.get_size_inches() * figure.dpi
+        print(f"wrote {path} ({width:.0f}x{height:.0f})")
     return paths
 
 

@@ -327,10 +327,9 @@ class SearchEngine:
     def _save_pictures(
         self, folder: RunFolder, genotype: Any, alpha_history: Dict[str, List[torch.Tensor]], epoch: int
     ) -> None:
-        """Let the space draw its pictures into the run folder; log the cell pictures to tensorboardX.
+        """Let the space draw its pictures into the run folder; log each to tensorboardX under its tag.
 
         Best effort: a picture that cannot be drawn is reported in the log and never stops a search.
-        (softmax(alpha) is in the event file as scalars already, so only ``cell_*`` images go there.)
         """
         history = {name: [t.numpy() for t in values] for name, values in alpha_history.items()}
         try:
@@ -338,12 +337,10 @@ class SearchEngine:
         except Exception as error:  # noqa: BLE001 - a picture is never worth a search
             folder.log(f"epoch {epoch + 1}: pictures not drawn ({type(error).__name__}: {error})")
             return
-        for path in paths:
-            if not Path(path).stem.startswith("cell_"):
-                continue
-            with Image.open(path) as image:
+        for picture in paths:
+            with Image.open(picture.path) as image:
                 pixels = np.asarray(image.convert("RGB"))
-            folder.writer.add_image(f"pictures/{Path(path).stem}", pixels, epoch + 1, dataformats="HWC")
+            folder.writer.add_image(picture.tag, pixels, epoch + 1, dataformats="HWC")
 
     def _write_config(self, folder: RunFolder) -> None:
         operative = gin.operative_config_str()

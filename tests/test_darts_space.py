@@ -117,6 +117,60 @@ def test_by_name() -> None:
         genotypes.by_name("DARTS_V3")
 
 
+#: DARTS_V1 as DARTS' own logs print it (concatenated nodes as ``range``).
+DARTS_V1_LOGGED = (
+    "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1), "
+    "('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], normal_concat=range(2, 6), "
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), "
+    "('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], reduce_concat=range(2, 6))"
+)
+
+
+def test_resolve_genotype_reads_names_json_and_printed_genotypes() -> None:
+    space = DartsSpace()
+    for name, genotype in genotypes.PUBLISHED.items():
+        assert space.resolve_genotype(name) == genotype
+        assert space.resolve_genotype(f"  {name}\n") == genotype
+        assert space.resolve_genotype(json.dumps(space.genotype_to_dict(genotype))) == genotype
+        assert space.resolve_genotype(str(genotype)) == genotype
+    assert space.resolve_genotype(DARTS_V1_LOGGED) == genotypes.DARTS_V1
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), steps=st.integers(1, 5))
+def test_resolve_genotype_round_trips_derived_genotypes(seed: int, steps: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (num_edges(steps), len(PRIMITIVES))
+    genotype = derive_genotype(torch.randn(shape, generator=generator), torch.randn(shape, generator=generator), steps)
+    space = DartsSpace(steps=steps, multiplier=steps)
+    assert space.resolve_genotype(str(genotype)) == genotype
+    assert space.resolve_genotype(json.dumps(space.genotype_to_dict(genotype))) == genotype
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("DARTS_V3", "unknown genotype 'DARTS_V3'; known names: DARTS, DARTS_V1, DARTS_V2;"),
+        ("darts_v2", "known names: DARTS, DARTS_V1, DARTS_V2"),
+        ('{"normal": []', "not valid JSON"),
+        ('{"normal": [], "reduce": []}', "needs exactly the keys"),
+        ("Genotype(normal=__import__('os').getcwd())", "with literal values"),
+        ("Genotype(1, 2)", "with literal values"),
+        ("Genotype(normal=[('conv_9x9', 0)] * 8, normal_concat=[2], reduce=[], reduce_concat=[2])", "with literal"),
+        (str(genotypes.DARTS_V2).replace("'skip_connect', 2", "'skip_connect', 9"), "reads input 9"),
+    ],
+)
+def test_resolve_genotype_errors_name_the_value_and_what_is_allowed(text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match) as error:
+        DartsSpace().resolve_genotype(text)
+    assert "\n" not in str(error.value)
+
+
+def test_resolve_genotype_checks_the_number_of_nodes() -> None:
+    with pytest.raises(ValueError, match="the space has steps=3"):
+        DartsSpace(steps=3, multiplier=3).resolve_genotype("DARTS_V2")
+
+
 # --------------------------------------------------------------------------- genotype derivation
 
 

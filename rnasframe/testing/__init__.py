@@ -6,6 +6,9 @@ Plain functions, usable in any test framework (they need torch only):
   set and in [0, 1], leaves ``x`` and the model untouched, and repeats itself from a seed;
 * :func:`check_norm_ball` — a :class:`~rnasframe.interfaces.NormBall` projects, samples and steps
   correctly;
+* :func:`check_search_space` — a :class:`~rnasframe.interfaces.SearchSpace` builds a supernet
+  and networks that train and evaluate, round-trips its genotypes and draws its pictures
+  (:data:`SPACE_CHECKS` lists the checks);
 * :func:`assert_rejects` — a bad hyperparameter fails with a clear one-line error;
 * :func:`norm_ball_membership`, :func:`norm_distance` — threat sets of norm balls.
 
@@ -33,6 +36,7 @@ from rnasframe.testing.conformance import (
     norm_ball_membership,
     norm_distance,
 )
+from rnasframe.testing.search_space import SPACE_CHECKS, check_search_space
 
 __all__ = [
     "ConformanceError",
@@ -40,9 +44,11 @@ __all__ = [
     "DEFAULT_SHAPES",
     "Distance",
     "Membership",
+    "SPACE_CHECKS",
     "assert_rejects",
     "check_norm_ball",
     "check_perturbation",
+    "check_search_space",
     "norm_ball_membership",
     "norm_distance",
 ]

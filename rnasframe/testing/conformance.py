@@ -514,7 +514,6 @@ def check_norm_ball(
 
 
 def _check_ball_on(ball: NormBall, distance: Distance, x: Tensor, seed: int, tolerance: Optional[float]) -> None:
-    name = type(ball).__name__
     prefix = f"{ball!r} on {_case(x)}: "
     slack = tolerance if tolerance is not None else _tolerance(x)
     membership = norm_ball_membership(ball, distance, slack)

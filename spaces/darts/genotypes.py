@@ -8,6 +8,8 @@ the nodes whose outputs are concatenated into the cell output (``[2, 3, 4, 5]`` 
 
 from __future__ import annotations
 
+import ast
+import json
 from collections import namedtuple
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -22,6 +24,8 @@ __all__ = [
     "DARTS_V2",
     "DARTS",
     "by_name",
+    "PUBLISHED",
+    "parse_genotype",
     "num_edges",
     "validate_genotype",
     "genotype_to_dict",
@@ -101,7 +105,9 @@ DARTS_V2 = Genotype(
 #: Alias of :data:`DARTS_V2`, as in DARTS' code.
 DARTS = DARTS_V2
 
-_KNOWN: Dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS}
+#: The published genotypes by name.
+PUBLISHED: Mapping[str, Genotype] = {"DARTS": DARTS, "DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2}
+_KNOWN = PUBLISHED
 
 _DICT_KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
@@ -340,3 +346,49 @@ def derive_genotype(
     concat = list(range(2 + steps - multiplier, steps + 2))
     return Genotype(normal=normal, normal_concat=concat, reduce=reduce, reduce_concat=list(concat))
 
+
+
+def _literal(node: ast.expr) -> Any:
+    """A Python literal, or ``range(a[, b])`` as DARTS writes concatenated nodes, from an AST node."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range" and not node.keywords:
+        return list(range(*(ast.literal_eval(arg) for arg in node.args)))
+    return ast.literal_eval(node)
+
+
+def parse_genotype(text: str, steps: Optional[int] = None) -> Genotype:
+    """Read a genotype from text: a published name, the JSON form, or ``Genotype(...)`` as DARTS prints it.
+
+    Args:
+        text: ``"DARTS_V2"`` (see :data:`PUBLISHED`), the JSON text of :func:`genotype_to_dict`, or
+            ``"Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), ...)"``, the
+            ``repr`` of a :class:`Genotype` as DARTS' logs show it (evaluated as literals, never run).
+        steps: the number of intermediate nodes the genotype must have (``None``: any).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones) or unreadable/invalid text.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a genotype text must be a str, got {type(text).__name__}")
+    text = text.strip()
+    if text in PUBLISHED:
+        return validate_genotype(PUBLISHED[text], steps=steps)
+    if text.startswith("{"):
+        try:
+            return genotype_from_dict(json.loads(text), steps=steps)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"genotype JSON text is not valid JSON: {error}") from None
+    if text.startswith("Genotype("):
+        expected = (f"cannot read {text[:60]!r}: expected Genotype(normal=[...], normal_concat=[...], reduce=[...], "
+                    f"reduce_concat=[...]) with literal values")
+        try:
+            call = ast.parse(text, mode="eval").body
+            if not isinstance(call, ast.Call) or call.args:
+                raise ValueError(expected)
+            fields = {str(keyword.arg): _literal(keyword.value) for keyword in call.keywords}
+        except (SyntaxError, ValueError, TypeError):
+            raise ValueError(expected) from None
+        return genotype_from_dict(fields, steps=steps)
+    raise ValueError(
+        f"unknown genotype {text!r}; known names: {', '.join(PUBLISHED)}; or the JSON form "
+        f"({{\"normal\": [[op, input], ...], ...}}) or Genotype(normal=[...], ...) as DARTS prints it"
+    )

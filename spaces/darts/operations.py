@@ -111,12 +111,8 @@ class SepConv(nn.Sequential):
         )
 
 
-class Identity(nn.Module):
-    """Return the input unchanged (``skip_connect`` with stride 1; drop path never applies to it)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Return ``x``."""
-        return x
+#: ``skip_connect`` with stride 1 is :class:`torch.nn.Identity` (drop path never applies to it).
+Identity = nn.Identity
 
 
 class Zero(nn.Module):

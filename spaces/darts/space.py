@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import attrs
 import gin
 import numpy as np
 
-from rnasframe.interfaces.search_space import InputSpec, SearchSpace
+from rnasframe.interfaces.search_space import InputSpec, Picture, SearchSpace
 from rnasframe.spaces.darts.genotypes import (
     PRIMITIVES,
     Genotype,
     genotype_from_dict,
     genotype_to_dict,
     num_edges,
+    parse_genotype,
     validate_genotype,
 )
 from rnasframe.spaces.darts.network import DartsNetwork
@@ -162,18 +162,33 @@ class DartsSpace(SearchSpace):
         """
         return genotype_from_dict(data, steps=self.steps)
 
+    def resolve_genotype(self, text: str) -> Genotype:
+        """Read a genotype written as text: a published name, the JSON form or DARTS' printed form.
+
+        See :func:`~rnasframe.spaces.darts.genotypes.parse_genotype`: ``"DARTS_V2"`` (the names of
+        :data:`~rnasframe.spaces.darts.genotypes.PUBLISHED`), the JSON text of
+        :meth:`genotype_to_dict`, or ``str(genotype)`` (``Genotype(normal=[...], ...)``, also with
+        ``range(2, 6)`` as DARTS' logs print it).
+
+        Raises:
+            ValueError: for an unknown name (the known ones are listed), unreadable text, or a
+                genotype with other than :attr:`steps` intermediate nodes.
+        """
+        return parse_genotype(text, steps=self.steps)
+
     def save_pictures(
         self,
         genotype: Genotype,
         alpha_history: Mapping[str, Sequence[Any]],
         folder: Union[str, "os.PathLike[str]"],
-    ) -> List[Path]:
+    ) -> List[Picture]:
         """Draw both cells of ``genotype`` and the evolution of softmax(alpha) into ``folder``.
 
-        Writes ``cell_normal.png`` and ``cell_reduce.png`` (see
-        :func:`~rnasframe.spaces.darts.plot.draw_cell`) and one ``alpha_<name>.png`` per entry
-        of ``alpha_history`` with at least one epoch (see
-        :func:`~rnasframe.spaces.darts.plot.plot_alpha_evolution`), replacing older ones.
+        Writes ``cell_normal.png`` and ``cell_reduce.png`` (tags ``"cell/normal"``,
+        ``"cell/reduce"``; see :func:`~rnasframe.spaces.darts.plot.draw_cell`) and one
+        ``alpha_<name>.png`` (tag ``"alpha/<name>"``; see
+        :func:`~rnasframe.spaces.darts.plot.plot_alpha_evolution`) per entry of ``alpha_history``
+        with at least one epoch, replacing older ones.
 
         Args:
             genotype: the derived architecture; it must have :attr:`steps` intermediate nodes.
@@ -183,12 +198,12 @@ class DartsSpace(SearchSpace):
             folder: the folder to write into (created if missing).
 
         Returns:
-            The paths written: the two cells, then the alpha plots.
+            The pictures written: the two cells, then the alpha plots.
 
         Raises:
             ValueError: for an invalid genotype or a history of the wrong shape.
         """
-        from rnasframe.spaces.darts import plot  # Pillow is only needed when pictures are drawn
+        from rnasframe.spaces.darts import plot  # matplotlib is only imported when pictures are drawn
 
         checked = validate_genotype(genotype, steps=self.steps)
         expected = (num_edges(self.steps), len(PRIMITIVES))
@@ -199,4 +214,5 @@ class DartsSpace(SearchSpace):
                         f"alpha_history[{name!r}][{epoch}] must have shape {expected} (edges of a "
                         f"{self.steps}-node cell x primitives), got {tuple(np.shape(weights))}"
                     )
-        return plot.save_cells(checked, folder) + plot.save_alpha_evolution(alpha_history, PRIMITIVES, folder)
+        paths = plot.save_cells(checked, folder) + plot.save_alpha_evolution(alpha_history, PRIMITIVES, folder)
+        return [Picture(tag=path.stem.replace("_", "/", 1), path=path) for path in paths]
