@@ -68,8 +68,8 @@ TRAIN_BINDINGS = [
     "Trainer.device = 'cpu'",
     "Trainer.epochs = 8",
     "Trainer.batch_size = 64",
-    "Trainer.channels = 8",
-    "Trainer.layers = 5",
+    "DartsNetworkConfig.channels = 8",
+    "DartsNetworkConfig.layers = 5",
     "Augmentation.crop_padding = 1",
     "Augmentation.horizontal_flip = False",
     "Augmentation.cutout = 0",
@@ -82,7 +82,7 @@ QUICK_SEARCH = [
 ]
 QUICK_TRAIN = [
     "Trainer.epochs = 1", "Trainer.batch_size = 16", "Trainer.max_steps_per_epoch = 2",
-    "Trainer.channels = 2", "Trainer.layers = 3", "Trainer.selection_max_examples = 16",
+    "DartsNetworkConfig.channels = 2", "DartsNetworkConfig.layers = 3", "Trainer.selection_max_examples = 16",
     "RobustnessEvaluation.max_examples = 16", "RobustnessEvaluation.sweep_fractions = (0.0, 1.0)",
     "PGDMaximizer.steps = 2",
 ]

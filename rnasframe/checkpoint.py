@@ -1,53 +1,70 @@
-"""Atomic checkpoints and RNG state capture, loaded with ``torch.load(weights_only=True)``."""
+"""Checkpoints: typed records with a format version, atomic writes, RNG state capture.
+
+A checkpoint is an attrs record (:class:`SearchCheckpoint`, :class:`TrainingCheckpoint`,
+:class:`BestWeights`) that turns into a plain dict of tensors, numbers, strings, lists and dicts
+(:meth:`~CheckpointRecord.to_dict`), written with :func:`torch.save` through
+:func:`~rnasframe.run_folder.write_atomic` and read back with ``torch.load(weights_only=True)``
+(no arbitrary code runs on load). The dict's ``format`` entry names the record and its version;
+:meth:`~CheckpointRecord.from_dict` reads the current version and the earlier ones it lists.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from typing_extensions import Self
+
+import attrs
 import numpy as np
 import torch
+from torch import Tensor
 
-__all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+from rnasframe.run_folder import write_atomic
 
+__all__ = [
+    "CheckpointError",
+    "CheckpointRecord",
+    "SearchCheckpoint",
+    "TrainingCheckpoint",
+    "BestWeights",
+    "save_atomic",
+    "load_checkpoint",
+    "capture_rng_state",
+    "restore_rng_state",
+]
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, or not a checkpoint of the expected kind."""
 
 
 def save_atomic(state: Mapping[str, Any], path: os.PathLike[str] | str) -> None:
-    """Write ``state`` with :func:`torch.save` to a temporary file, then rename it over ``path``.
+    """Write ``state`` with :func:`torch.save` atomically (:func:`~rnasframe.run_folder.write_atomic`).
 
-    A crash or Ctrl-C while writing leaves the previous checkpoint intact: the rename is atomic on
-    POSIX file systems, and the file is flushed to disk before it.
+    A crash, a kill or Ctrl-C while writing leaves the previous checkpoint intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(dict(state), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomic(path, lambda stream: torch.save(dict(state), stream))
 
 
-def load_checkpoint(path: os.PathLike[str] | str, kind: str, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_atomic` and check that it is of ``kind``.
+def load_checkpoint(
+    path: os.PathLike[str] | str, kind: Union[str, Sequence[str]], map_location: Any = "cpu"
+) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_atomic` and check that its format is ``kind``.
+
+    Args:
+        path: the checkpoint file.
+        kind: the accepted ``format`` entry, or several (e.g. a record's current and earlier versions).
+        map_location: where tensors are loaded (default: the CPU).
 
     Raises:
         CheckpointError: the file is missing, truncated or corrupted, not loadable with
             ``weights_only=True``, or of another kind (its ``format`` entry differs).
     """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -59,9 +76,169 @@ def load_checkpoint(path: os.PathLike[str] | str, kind: str, map_location: Any =
             f"{path} is truncated, corrupted or not an rnasframe checkpoint ({first_line})"
         ) from error
     found = state.get("format") if isinstance(state, dict) else None
-    if found != kind:
-        raise CheckpointError(f"{path} is not a {kind!r} checkpoint (format: {found!r})")
+    if found not in kinds:
+        raise CheckpointError(f"{path} is not a {kinds[0]!r} checkpoint (format: {found!r})")
     return state
+
+
+def _non_negative(instance: Any, attribute: "attrs.Attribute[int]", value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{type(instance).__name__}.{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+class CheckpointRecord:
+    """What every checkpoint record shares: a format version, dict conversion, atomic save, load.
+
+    Subclasses are attrs classes that set :attr:`FORMAT` (the current ``format`` entry) and
+    :attr:`READS` (every format :meth:`from_dict` accepts, the current one first). Fields with a
+    default may be absent from earlier versions; the others must be present.
+    """
+
+    FORMAT: ClassVar[str]
+    READS: ClassVar[Tuple[str, ...]]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The record as a ``weights_only``-loadable dict, with its ``format`` entry."""
+        return {"format": self.FORMAT, **attrs.asdict(self, recurse=False)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "checkpoint") -> Self:
+        """Rebuild the record from :meth:`to_dict`'s output (this version or an earlier one).
+
+        Raises:
+            CheckpointError: ``data`` has another format or lacks a required entry.
+        """
+        found = data.get("format")
+        if found not in cls.READS:
+            raise CheckpointError(f"{source} is not a {cls.FORMAT!r} checkpoint (format: {found!r})")
+        fields = attrs.fields(cls)  # type: ignore[arg-type]
+        missing = [f.name for f in fields if f.default is attrs.NOTHING and f.name not in data]
+        if missing:
+            raise CheckpointError(f"{source} ({found}) lacks the entries {', '.join(missing)}")
+        return cls(**{f.name: data[f.name] for f in fields if f.name in data})
+
+    def save(self, path: os.PathLike[str] | str) -> None:
+        """Write the record to ``path`` atomically."""
+        save_atomic(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: os.PathLike[str] | str, map_location: Any = "cpu") -> Self:
+        """Read a record written by :meth:`save` (or an earlier version of it).
+
+        Raises:
+            CheckpointError: missing, truncated, foreign or incomplete.
+        """
+        return cls.from_dict(load_checkpoint(path, cls.READS, map_location), str(path))
+
+
+@attrs.define(frozen=True)
+class SearchCheckpoint(CheckpointRecord):
+    """The state of a search after ``epoch`` completed epochs (``checkpoint.pt`` of a search).
+
+    Attributes:
+        epoch: completed epochs.
+        model: the supernet's ``state_dict`` (weights and architecture parameters).
+        optimizer: the bi-level optimizer's ``state_dict``.
+        rng: :func:`capture_rng_state` at the end of the epoch.
+        split: the data split: ``train`` and ``valid`` index tensors and the ``seed``.
+        seconds_per_epoch: wall-clock seconds of each completed epoch.
+        metrics: the last epoch's metrics.
+        genotype: the derived genotype in the space's dict form.
+        world_size: the number of processes that wrote it.
+        alpha_history: softmax(alpha) after each epoch, by architecture parameter name.
+        step: steps done inside epoch ``epoch + 1`` (0: the checkpoint is at an epoch's end). A
+            record with ``step > 0`` also needs the loaders' position and the partial metric
+            sums, which :attr:`position` holds.
+        position: the position inside the epoch (empty at an epoch's end).
+    """
+
+    FORMAT: ClassVar[str] = "rnasframe.search/2"
+    READS: ClassVar[Tuple[str, ...]] = ("rnasframe.search/2", "rnasframe.search/1")
+
+    epoch: int = attrs.field(validator=_non_negative)
+    model: Dict[str, Tensor]
+    optimizer: Dict[str, Any]
+    rng: Dict[str, Any]
+    split: Dict[str, Any]
+    seconds_per_epoch: List[float]
+    metrics: Dict[str, float] = attrs.field(factory=dict)
+    genotype: Optional[Dict[str, Any]] = None
+    world_size: int = 1
+    alpha_history: Dict[str, List[Tensor]] = attrs.field(factory=dict)
+    step: int = attrs.field(default=0, validator=_non_negative)
+    position: Dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(frozen=True)
+class TrainingCheckpoint(CheckpointRecord):
+    """The state of a training run after ``epoch`` completed epochs (``checkpoint.pt`` of training).
+
+    Attributes:
+        epoch: completed epochs.
+        model: the network's ``state_dict``.
+        optimizer: SGD's ``state_dict``.
+        scheduler: the learning-rate schedule's ``state_dict``.
+        rng: :func:`capture_rng_state` at the end of the epoch.
+        split: ``train`` (index tensor of the training part) and the ``seed``.
+        seconds_per_epoch: wall-clock seconds of each completed epoch.
+        metrics: the last epoch's metrics.
+        best: ``epoch`` and ``value`` of the selected epoch so far (empty before the first).
+        genotype: the trained genotype in the space's dict form.
+        network: what the network was built for: ``num_classes``, ``input_shape``, ``mean``,
+            ``std`` (version 1 also recorded DARTS' ``channels``, ``layers``, ``auxiliary``).
+        model_name: the name in the results table.
+        selection: the description of checkpoint selection.
+        objective: the training objective's name and settings.
+        world_size: the number of processes that wrote it.
+        step: steps done inside epoch ``epoch + 1`` (0: at an epoch's end); see
+            :attr:`SearchCheckpoint.step`.
+        position: the position inside the epoch (empty at an epoch's end).
+    """
+
+    FORMAT: ClassVar[str] = "rnasframe.train/2"
+    READS: ClassVar[Tuple[str, ...]] = ("rnasframe.train/2", "rnasframe.train/1")
+
+    epoch: int = attrs.field(validator=_non_negative)
+    model: Dict[str, Tensor]
+    optimizer: Dict[str, Any]
+    scheduler: Dict[str, Any]
+    rng: Dict[str, Any]
+    split: Dict[str, Any]
+    seconds_per_epoch: List[float]
+    metrics: Dict[str, float]
+    best: Dict[str, Any]
+    genotype: Dict[str, Any]
+    network: Dict[str, Any]
+    model_name: str
+    selection: str
+    objective: Dict[str, Any]
+    world_size: int = 1
+    step: int = attrs.field(default=0, validator=_non_negative)
+    position: Dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(frozen=True)
+class BestWeights(CheckpointRecord):
+    """The weights of the selected epoch (``best.pt``) and what they were selected on.
+
+    Attributes:
+        epoch: the selected epoch (1-based).
+        model: the network's ``state_dict``.
+        selection: ``metric`` (its description) and ``value`` (``None`` without a held-out split).
+        genotype: the trained genotype in the space's dict form.
+        network: as :attr:`TrainingCheckpoint.network`.
+        model_name: the name in the results table.
+    """
+
+    FORMAT: ClassVar[str] = "rnasframe.train-best/2"
+    READS: ClassVar[Tuple[str, ...]] = ("rnasframe.train-best/2", "rnasframe.train-best/1")
+
+    epoch: int = attrs.field(validator=_non_negative)
+    model: Dict[str, Tensor]
+    selection: Dict[str, Any]
+    genotype: Dict[str, Any]
+    network: Dict[str, Any]
+    model_name: str
 
 
 def capture_rng_state() -> Dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import time
 from pathlib import Path
@@ -18,27 +17,21 @@ from tqdm.auto import tqdm
 
 from rnasframe import distributed, validation
 from rnasframe.bilevel import FirstOrderDarts
-from rnasframe.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
+from rnasframe.checkpoint import CheckpointError, SearchCheckpoint, capture_rng_state, restore_rng_state
 from rnasframe.data.loader import Augmentation, BatchLoader, split_indices
 from rnasframe.data.sources import CIFAR10Source, DataSource
 from rnasframe.evaluation import evaluate_natural
 from rnasframe.interfaces.bilevel import BilevelOptimizer
 from rnasframe.interfaces.search_space import InputSpec, SearchSpace, Supernet
 from rnasframe.objective import RobustObjective
+from rnasframe.run import MidEpochCheckpoints, Run, check_position
 from rnasframe.run_folder import MetricMeter, RunFolder, device_description
 from rnasframe.seeding import resolve_device, seed_everything
 
 __all__ = ["SearchEngine", "SearchResult", "CHECKPOINT_FORMAT"]
 
-#: The ``format`` entry of search checkpoints.
-CHECKPOINT_FORMAT = "rnasframe.search/1"
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def _default_space() -> SearchSpace:
-    from rnasframe.spaces.darts import DartsSpace
-
-    return DartsSpace()
+#: The ``format`` entry of search checkpoints (:class:`~rnasframe.checkpoint.SearchCheckpoint`).
+CHECKPOINT_FORMAT = SearchCheckpoint.FORMAT
 
 
 @attrs.define(frozen=True)
@@ -54,6 +47,8 @@ class SearchResult:
         device: the device the search ran on.
         final_metrics: the last epoch's metrics.
         run_dir: the run folder.
+        genotype_metrics: what the space knows of the genotype without training it
+            (:meth:`~rnasframe.interfaces.SearchSpace.genotype_metrics`; empty for most spaces).
     """
 
     genotype: Any
@@ -64,6 +59,31 @@ class SearchResult:
     device: str
     final_metrics: Dict[str, float]
     run_dir: Path
+    genotype_metrics: Dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class _Setup:
+    """What a search builds once: the split, the supernet and the loaders."""
+
+    split: Dict[str, Any]
+    supernet: Supernet
+    train_loader: BatchLoader
+    valid_loader: BatchLoader
+    eval_loader: BatchLoader
+    steps: int
+
+
+@attrs.define(eq=False)
+class _Progress:
+    """What a search accumulates epoch by epoch (and keeps in its checkpoint)."""
+
+    epoch: int = 0
+    seconds_per_epoch: List[float] = attrs.field(factory=list)
+    metrics: Dict[str, float] = attrs.field(factory=dict)
+    alpha_history: Dict[str, List[torch.Tensor]] = attrs.field(factory=dict)
+    step: int = 0
+    position: Dict[str, Any] = attrs.field(factory=dict)
 
 
 def _check_warmup(instance: "SearchEngine", attribute: "attrs.Attribute[int]", value: int) -> None:
@@ -83,7 +103,7 @@ class SearchEngine:
     (plain DARTS or RNAS), the bi-level optimizer.
 
     Args:
-        space: the search space (default: DARTS' cell space).
+        space: the search space (required; the shipped configs bind ``SearchEngine.space`` in gin).
         data: the data source; its training images are split into halves for ``w`` and ``alpha``.
         objective: the loss used at both levels (default: plain cross-entropy, i.e. DARTS).
         optimizer: the bi-level optimizer (default: first-order DARTS).
@@ -101,9 +121,15 @@ class SearchEngine:
             every batch there (:class:`~rnasframe.data.BatchLoader`'s ``resident``): no host-to-
             device copy per step on a GPU (CIFAR-10 takes 150 MB as uint8). Same batches either
             way; no effect on the CPU.
+        checkpoint_every_steps: also write ``checkpoint.pt`` after every this many steps inside
+            an epoch (``None``: only the time trigger below). ``--resume`` then continues from
+            that step, bit-identical to an uninterrupted run.
+        checkpoint_every_minutes: also write it when this many minutes of work passed since the
+            last write (10; ``None``: never by time). One-process runs only: under ``torchrun``
+            checkpoints stay at epoch ends (each rank's random numbers are reseeded per epoch).
     """
 
-    space: SearchSpace = attrs.field(factory=_default_space, validator=attrs.validators.instance_of(SearchSpace))
+    space: SearchSpace = attrs.field(validator=attrs.validators.instance_of(SearchSpace))
     data: DataSource = attrs.field(factory=CIFAR10Source, validator=attrs.validators.instance_of(DataSource))
     objective: RobustObjective = attrs.field(
         factory=RobustObjective, validator=attrs.validators.instance_of(RobustObjective)
@@ -125,6 +151,12 @@ class SearchEngine:
         default=None, validator=attrs.validators.optional(validation.non_negative_int)
     )
     resident_data: bool = attrs.field(default=False, validator=validation.boolean)
+    checkpoint_every_steps: Optional[int] = attrs.field(
+        default=None, validator=attrs.validators.optional(validation.positive_int)
+    )
+    checkpoint_every_minutes: Optional[float] = attrs.field(
+        default=10.0, validator=attrs.validators.optional(validation.greater_than(0.0, "minutes"))
+    )
 
     def __attrs_post_init__(self) -> None:
         resolve_device(self.device)  # fail now on a bad or unavailable device
@@ -148,55 +180,49 @@ class SearchEngine:
             FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false.
             CheckpointError: ``resume`` is true but the checkpoint is missing, truncated or foreign.
         """
-        run_dir = Path(run_dir)
-        checkpoint_path = run_dir / CHECKPOINT_NAME
-        if not resume and checkpoint_path.exists():
-            raise FileExistsError(
-                f"{run_dir} already holds a search ({CHECKPOINT_NAME}); pass --resume to continue it "
-                f"or choose another --run_dir"
-            )
-        checkpoint = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT) if resume else None
-        device = resolve_device(self.device)
-        owns_group = not distributed.world_size() > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        device = distributed.initialize_from_environment(device) or device
-        try:
-            return self._run(run_dir, checkpoint, device, stop_after_epoch)
-        finally:
-            if owns_group:
-                torch.distributed.destroy_process_group()
+        run = Run(run_dir, "search", resume, resolve_device(self.device))
+        checkpoint = SearchCheckpoint.load(run.checkpoint_path) if resume else None
+        with run:
+            self._check_world_size(run.world_size)
+            seed_everything(self.seed)
+            setup = self._setup(run, checkpoint)
+            progress = self._start(run, setup, checkpoint)
+            for epoch in range(progress.epoch, self.epochs):
+                if run.stop_requested(epoch, stop_after_epoch):
+                    return None
+                self._epoch(run, setup, progress, epoch)
+            return self._finish(run, setup, progress)
 
-    def _run(
-        self, run_dir: Path, checkpoint: Optional[Dict[str, Any]], device: torch.device, stop_after_epoch: Optional[int]
-    ) -> Optional[SearchResult]:
-        world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
+    def _check_world_size(self, world: int) -> None:
         if self.batch_size % world:
             raise ValueError(
                 f"SearchEngine.batch_size={self.batch_size} (the global batch) must be divisible by the "
                 f"number of processes ({world})"
             )
-        checkpoint_path = run_dir / CHECKPOINT_NAME
-        seed_everything(self.seed)
+
+    def _setup(self, run: Run, checkpoint: Optional[SearchCheckpoint]) -> _Setup:
+        """Load the data, split it, build the supernet, the bi-level optimizer and the loaders."""
         train_images = self.data.load_train()
         train_idx, valid_idx = split_indices(len(train_images), self.train_portion, self.seed)
         if checkpoint is not None and not (
-            torch.equal(checkpoint["split"]["train"], train_idx) and torch.equal(checkpoint["split"]["valid"], valid_idx)
+            torch.equal(checkpoint.split["train"], train_idx) and torch.equal(checkpoint.split["valid"], valid_idx)
         ):
             raise CheckpointError(
-                f"{checkpoint_path} was written with another data split (different data, seed or "
-                f"train_portion); resume with the run's own configuration ({run_dir / 'config.gin'})"
+                f"{run.checkpoint_path} was written with another data split (different data, seed or "
+                f"train_portion); resume with the run's own configuration ({run.path / 'config.gin'})"
             )
         mean, std = self.data.normalization(train_images)
         input_spec = InputSpec(train_images.shape, mean, std)
-        supernet: Supernet = self.space.supernet(train_images.num_classes, input_spec).to(device)
+        supernet: Supernet = self.space.supernet(train_images.num_classes, input_spec).to(run.device)
         distributed.broadcast_module(supernet)
         self.optimizer.setup(supernet, self.epochs)
         shard = dict(
-            drop_last=True, device=device, rank=rank, world_size=world, augmentation=self.augmentation,
-            resident=self.resident_data,
+            drop_last=True, device=run.device, rank=run.rank, world_size=run.world_size,
+            augmentation=self.augmentation, resident=self.resident_data,
         )
         train_loader = BatchLoader(train_images.subset(train_idx, "w half"), self.batch_size, seed=self.seed, **shard)
         valid_loader = BatchLoader(train_images.subset(valid_idx, "alpha half"), self.batch_size, seed=self.seed + 1, **shard)
-        eval_loader = BatchLoader(train_images.subset(valid_idx), self.batch_size, shuffle=False, device=device)
+        eval_loader = BatchLoader(train_images.subset(valid_idx), self.batch_size, shuffle=False, device=run.device)
         steps = min(len(train_loader), len(valid_loader))
         if steps == 0:
             raise ValueError(
@@ -205,124 +231,139 @@ class SearchEngine:
             )
         if self.max_steps_per_epoch is not None:
             steps = min(steps, self.max_steps_per_epoch)
+        split = {"train": train_idx, "valid": valid_idx, "seed": self.seed}
+        return _Setup(split, supernet, train_loader, valid_loader, eval_loader, steps)
 
-        folder = RunFolder(run_dir, enabled=main)
-        history: List[float] = []
-        alpha_history: Dict[str, List[torch.Tensor]] = {name: [] for name in supernet.arch_parameter_names}
-        start_epoch = 0
-        metrics: Dict[str, float] = {}
-        try:
-            if checkpoint is None:
-                if main:
-                    self._write_config(folder)
-                folder.log(
-                    f"search: {self.epochs} epochs ({self.warmup_epochs} warm-up), {steps} steps/epoch, "
-                    f"batch {self.batch_size}, {len(train_idx)} + {len(valid_idx)} images, "
-                    f"device {device_description(device)}" + (f", {world} processes" if world > 1 else "")
-                )
-            else:
-                supernet.load_state_dict(checkpoint["model"])
-                self.optimizer.load_state_dict(checkpoint["optimizer"])
-                restore_rng_state(checkpoint["rng"])
-                start_epoch = int(checkpoint["epoch"])
-                history = list(checkpoint["seconds_per_epoch"])
-                metrics = dict(checkpoint.get("metrics", {}))
-                for name, values in checkpoint.get("alpha_history", {}).items():
-                    alpha_history[name] = list(values)
-                folder.log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
-            for epoch in range(start_epoch, self.epochs):
-                if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                    folder.log(f"stopped after epoch {epoch}; resume with --resume --run_dir {run_dir}")
-                    return None
-                if world > 1:  # each rank its own noise, reproducible per (seed, rank, epoch)
-                    seed_everything(self.seed + 1_000_003 * rank + 7_919 * epoch)
-                started = time.perf_counter()
-                metrics = distributed.all_reduce_mean(self._search_epoch(supernet, train_loader, valid_loader, epoch, steps))
-                metrics["lr"] = self.optimizer.weight_learning_rate
-                self.optimizer.end_epoch()
-                distributed.check_identical(supernet.arch_parameters(), "architecture parameters")
-                if self.eval_batches != 0 and main:
-                    evaluation = evaluate_natural(supernet, eval_loader.epoch(0), self.eval_batches)
-                    metrics["eval/loss"] = evaluation["loss"]
-                    metrics["eval/natural_acc"] = evaluation["natural_acc"]
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds = time.perf_counter() - started
-                history.append(seconds)
-                metrics["epoch_seconds"] = seconds
-                genotype = supernet.genotype()
-                for name, alpha in zip(supernet.arch_parameter_names, supernet.arch_parameters()):
-                    alpha_history[name].append(torch.softmax(alpha.detach().float(), dim=-1).cpu())
-                if main:
-                    self._log_epoch(folder, supernet, genotype, metrics, epoch)
-                    self._save_pictures(folder, genotype, alpha_history, epoch)
-                    folder.write_json("genotype.json", self.space.genotype_to_dict(genotype))
-                    save_atomic(
-                        {
-                            "format": CHECKPOINT_FORMAT,
-                            "epoch": epoch + 1,
-                            "model": supernet.state_dict(),
-                            "optimizer": self.optimizer.state_dict(),
-                            "rng": capture_rng_state(),
-                            "split": {"train": train_idx, "valid": valid_idx, "seed": self.seed},
-                            "seconds_per_epoch": history,
-                            "metrics": metrics,
-                            "genotype": self.space.genotype_to_dict(genotype),
-                            "world_size": world,
-                            "alpha_history": alpha_history,
-                        },
-                        checkpoint_path,
-                    )
+    def _start(self, run: Run, setup: _Setup, checkpoint: Optional[SearchCheckpoint]) -> _Progress:
+        """Open the run folder; log the plan of a new search or restore a checkpoint's state."""
+        supernet = setup.supernet
+        progress = _Progress(alpha_history={name: [] for name in supernet.arch_parameter_names})
+        folder = run.open_folder(write_config_files=checkpoint is None)
+        if checkpoint is None:
+            train, valid = len(setup.split["train"]), len(setup.split["valid"])
+            folder.log(
+                f"search: {self.epochs} epochs ({self.warmup_epochs} warm-up), {setup.steps} steps/epoch, "
+                f"batch {self.batch_size}, {train} + {valid} images, device {device_description(run.device)}"
+                + (f", {run.world_size} processes" if run.world_size > 1 else "")
+            )
+            return progress
+        if checkpoint.step:
+            check_position(
+                checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps
+            )
+        supernet.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        restore_rng_state(checkpoint.rng)
+        progress.epoch = run.epochs_done = checkpoint.epoch
+        progress.step, progress.position = checkpoint.step, dict(checkpoint.position)
+        progress.seconds_per_epoch = list(checkpoint.seconds_per_epoch)
+        progress.metrics = dict(checkpoint.metrics)
+        for name, values in checkpoint.alpha_history.items():
+            progress.alpha_history[name] = list(values)
+        inside = f", step {checkpoint.step} of epoch {checkpoint.epoch + 1}" if checkpoint.step else ""
+        folder.log(f"resumed from {run.checkpoint_path} after epoch {checkpoint.epoch}{inside}")
+        return progress
+
+    def _epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> None:
+        """One epoch: search steps, the end-of-epoch evaluation, logs, pictures and the checkpoint."""
+        supernet = setup.supernet
+        if not progress.step:  # a run resumed inside the epoch has its generators' states already
+            run.seed_epoch(self.seed, epoch)
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        metrics = distributed.all_reduce_mean(self._search_epoch(run, setup, progress, epoch))
+        run.check_finite(metrics, epoch)
+        metrics["lr"] = self.optimizer.weight_learning_rate
+        self.optimizer.end_epoch()
+        distributed.check_identical(supernet.arch_parameters(), "architecture parameters")
+        if self.eval_batches != 0 and run.main:
+            evaluation = evaluate_natural(supernet, setup.eval_loader.epoch(0), self.eval_batches)
+            metrics["eval/loss"] = evaluation["loss"]
+            metrics["eval/natural_acc"] = evaluation["natural_acc"]
+        seconds = run.seconds_since(started)
+        progress.epoch = epoch + 1
+        progress.seconds_per_epoch.append(seconds)
+        metrics["epoch_seconds"] = seconds
+        progress.metrics = metrics
+        for name, alpha in zip(supernet.arch_parameter_names, supernet.arch_parameters()):
+            progress.alpha_history[name].append(torch.softmax(alpha.detach().float(), dim=-1).cpu())
+        if run.main:
             genotype = supernet.genotype()
-            result = SearchResult(
-                genotype=genotype,
-                genotype_dict=dict(self.space.genotype_to_dict(genotype)),
-                epochs=self.epochs,
-                seconds_per_epoch=history,
-                total_seconds=float(sum(history)),
-                device=device_description(device) + (f" x {world} processes" if world > 1 else ""),
-                final_metrics=metrics,
-                run_dir=run_dir,
-            )
-            folder.write_json("results.json", _result_payload(result))
-            folder.log(
-                f"search done in {result.total_seconds:.1f} s ({result.total_seconds / 86400:.4f} "
-                f"device-days) on {result.device}\ngenotype: {genotype}"
-            )
-            distributed.barrier()
-            return result
-        except KeyboardInterrupt:
-            done = len(history)
-            folder.log(
-                f"interrupted during epoch {done + 1}; the checkpoint of epoch {done} is intact; "
-                f"resume with --resume --run_dir {run_dir}"
-            )
-            raise
-        finally:
-            folder.close()
+            self._log_epoch(run.folder, supernet, genotype, metrics, epoch)
+            self._save_pictures(run.folder, genotype, progress.alpha_history, epoch)
+            run.folder.write_json("genotype.json", self.space.genotype_to_dict(genotype))
+            self._checkpoint(setup, progress, genotype, run.world_size).save(run.checkpoint_path)
+        run.epochs_done = epoch + 1
 
-    def _search_epoch(
-        self,
-        supernet: Supernet,
-        train_loader: BatchLoader,
-        valid_loader: BatchLoader,
-        epoch: int,
-        steps: int,
-    ) -> Dict[str, float]:
+    def _checkpoint(self, setup: _Setup, progress: _Progress, genotype: Any, world: int) -> SearchCheckpoint:
+        return SearchCheckpoint(
+            step=progress.step,
+            position=progress.position,
+            epoch=progress.epoch,
+            model=setup.supernet.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            rng=capture_rng_state(),
+            split=setup.split,
+            seconds_per_epoch=progress.seconds_per_epoch,
+            metrics=progress.metrics,
+            genotype=dict(self.space.genotype_to_dict(genotype)),
+            world_size=world,
+            alpha_history=progress.alpha_history,
+        )
+
+    def _finish(self, run: Run, setup: _Setup, progress: _Progress) -> SearchResult:
+        """Write ``results.json`` and the closing log line; return the result."""
+        genotype = setup.supernet.genotype()
+        world = run.world_size
+        history = progress.seconds_per_epoch
+        result = SearchResult(
+            genotype=genotype,
+            genotype_dict=dict(self.space.genotype_to_dict(genotype)),
+            epochs=self.epochs,
+            seconds_per_epoch=history,
+            total_seconds=float(sum(history)),
+            device=device_description(run.device) + (f" x {world} processes" if world > 1 else ""),
+            final_metrics=progress.metrics,
+            run_dir=run.path,
+            genotype_metrics={key: float(value) for key, value in self.space.genotype_metrics(genotype).items()},
+        )
+        run.folder.write_json("results.json", _result_payload(result))
+        run.folder.log(
+            f"search done in {result.total_seconds:.1f} s ({result.total_seconds / 86400:.4f} "
+            f"device-days) on {result.device}\ngenotype: {genotype}"
+        )
+        distributed.barrier()
+        return result
+
+    def _search_epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> Dict[str, float]:
+        """The epoch's search steps (from a mid-epoch checkpoint's step); returns this rank's mean metrics.
+
+        A resumed epoch regenerates the skipped batches (the loaders' order and augmentation depend
+        on ``(seed, epoch)`` only) and continues with the checkpoint's partial metric sums.
+        """
+        supernet, steps, first = setup.supernet, setup.steps, progress.step
         supernet.train()
         update_arch = epoch >= self.warmup_epochs
-        meter = MetricMeter()
-        batches = itertools.islice(zip(train_loader.epoch(epoch), valid_loader.epoch(epoch)), steps)
+        meter = MetricMeter.from_state(progress.position["meter"], run.device) if first else MetricMeter()
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
+        batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), first, steps)
         phase = "search" if update_arch else "warm-up"
-        progress = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None)
-        for train_batch, valid_batch in progress:
+        bar = tqdm(
+            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None
+        )
+        for step, (train_batch, valid_batch) in enumerate(bar, start=first + 1):
             step_metrics = self.optimizer.step(supernet, self.objective, train_batch, valid_batch, update_arch)
             meter.update(step_metrics, weight=int(train_batch[1].shape[0]))
-        means = meter.means()
-        for key, value in means.items():
-            if not math.isfinite(value):
-                raise FloatingPointError(f"metric {key} became {value} in epoch {epoch + 1}; the search diverged")
-        return means
+            if run.world_size == 1 and schedule.due(step, steps):
+                progress.step = step
+                progress.position = {
+                    "batch_size": self.batch_size, "world_size": 1, "steps": steps, "meter": meter.state_dict(),
+                    "seconds": time.perf_counter() - started,
+                }
+                self._checkpoint(setup, progress, supernet.genotype(), 1).save(run.checkpoint_path)
+                schedule.written()
+        progress.step, progress.position = 0, {}
+        return meter.means()
 
     def _save_pictures(
         self, folder: RunFolder, genotype: Any, alpha_history: Dict[str, List[torch.Tensor]], epoch: int
@@ -333,23 +374,14 @@ class SearchEngine:
         """
         history = {name: [t.numpy() for t in values] for name, values in alpha_history.items()}
         try:
-            paths = self.space.save_pictures(genotype, history, folder.path)
+            pictures = self.space.save_pictures(genotype, history, folder.path)
         except Exception as error:  # noqa: BLE001 - a picture is never worth a search
             folder.log(f"epoch {epoch + 1}: pictures not drawn ({type(error).__name__}: {error})")
             return
-        for picture in paths:
+        for picture in pictures:
             with Image.open(picture.path) as image:
                 pixels = np.asarray(image.convert("RGB"))
             folder.writer.add_image(picture.tag, pixels, epoch + 1, dataformats="HWC")
-
-    def _write_config(self, folder: RunFolder) -> None:
-        operative = gin.operative_config_str()
-        full = gin.config_str()
-        if full.strip():
-            (folder.path / "config.gin").write_text(full)
-        if operative.strip():
-            (folder.path / "operative_config.gin").write_text(operative)
-            folder.writer.add_text("config/operative", "    " + operative.replace("\n", "\n    "), 0)
 
     def _log_epoch(self, folder: RunFolder, supernet: Supernet, genotype: Any, metrics: Dict[str, float], epoch: int) -> None:
         folder.scalars(metrics, epoch + 1)
@@ -366,6 +398,10 @@ class SearchEngine:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("alpha"))
         folder.log(f"epoch {epoch + 1}/{self.epochs}: {shown}")
         folder.log(f"epoch {epoch + 1} genotype: {genotype}")
+        known = self.space.genotype_metrics(genotype)
+        if known:
+            folder.scalars({key: float(value) for key, value in known.items()}, epoch + 1, prefix="genotype/")
+            folder.log(f"epoch {epoch + 1} genotype metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in known.items()))
 
 
 def _result_payload(result: SearchResult) -> Dict[str, Any]:
@@ -380,4 +416,5 @@ def _result_payload(result: SearchResult) -> Dict[str, Any]:
             "device_days": result.total_seconds / 86400.0,
         },
         "final_metrics": result.final_metrics,
+        "genotype_metrics": result.genotype_metrics,
     }

@@ -6,21 +6,50 @@ import json
 import logging
 import os
 import platform
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import IO, Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["RunFolder", "MetricMeter", "device_description", "write_json_atomic"]
+__all__ = ["RunFolder", "MetricMeter", "device_description", "write_atomic", "write_json_atomic"]
+
+
+def write_atomic(path: os.PathLike[str] | str, content: Union[bytes, str, Callable[[IO[bytes]], None]]) -> None:
+    """Write a file so that readers only ever see the old or the new version, never half of one.
+
+    The content goes to a temporary file in the same folder, is flushed to disk, then renamed over
+    ``path`` (atomic on POSIX file systems). A crash, a kill or Ctrl-C during the write leaves the
+    previous file intact and at most a stray hidden ``.<name>.*.tmp`` file. Every file of a run
+    folder that is rewritten (checkpoints, JSON, Markdown) goes through here.
+
+    Args:
+        path: the file to (re)write; its folder is created if missing.
+        content: bytes, text (UTF-8), or a function that writes into a binary stream (e.g.
+            ``lambda stream: torch.save(state, stream)``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            if callable(content):
+                content(stream)
+            else:
+                stream.write(content.encode() if isinstance(content, str) else content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def write_json_atomic(path: os.PathLike[str] | str, payload: Any) -> None:
-    """Write ``payload`` as indented JSON through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    """Write ``payload`` as indented JSON with :func:`write_atomic` (never half-written)."""
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def device_description(device: torch.device) -> str:
@@ -48,6 +77,18 @@ class MetricMeter:
     def means(self) -> Dict[str, float]:
         """The mean of each metric."""
         return {key: float(total) / self._counts[key] for key, total in sorted(self._sums.items())}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The partial sums and counts (for a checkpoint inside an epoch)."""
+        return {"sums": {k: v.detach().cpu().clone() for k, v in self._sums.items()}, "counts": dict(self._counts)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: Optional[torch.device] = None) -> "MetricMeter":
+        """A meter that continues from :meth:`state_dict`'s sums and counts (bit for bit)."""
+        meter = cls()
+        meter._sums = {k: v.to(device) if device is not None else v for k, v in state["sums"].items()}
+        meter._counts = {k: int(v) for k, v in state["counts"].items()}
+        return meter
 
 
 class RunFolder:

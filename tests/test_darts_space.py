@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import gin
 import pytest
@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from rnasframe.interfaces.search_space import InputSpec, SearchSpace, Supernet
+from rnasframe.interfaces.search_space import InputSpec, NetworkOutput, SearchSpace, Supernet
 from rnasframe.modules import Normalize
 from rnasframe.spaces import DartsSpace as ReexportedDartsSpace
-from rnasframe.spaces.darts import PRIMITIVES, DartsSpace, derive_genotype, genotypes
+from rnasframe.spaces.darts import PRIMITIVES, DartsNetworkConfig, DartsSpace, derive_genotype, genotypes
 from rnasframe.spaces.darts.genotypes import Genotype, num_edges
 from rnasframe.spaces.darts.network import Cell, DartsNetwork, drop_path
 from rnasframe.spaces.darts.operations import OPS, FactorizedReduce, Identity, make_op
@@ -29,6 +29,11 @@ NONE = PRIMITIVES.index("none")
 
 def small_space() -> DartsSpace:
     return DartsSpace(channels=4, layers=3)
+
+
+def network_space(**config: Any) -> DartsSpace:
+    """A space whose stand-alone networks are built with ``DartsNetworkConfig(**config)``."""
+    return DartsSpace(channels=4, layers=3, network_config=DartsNetworkConfig(**config))
 
 
 def alphas_deriving(
@@ -368,10 +373,12 @@ def test_bad_sizes_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got 0"):
         space.network(genotypes.DARTS_V2, num_classes=0)
     with pytest.raises(ValueError, match="DartsNetwork.channels must be an integer >= 1, got 0"):
-        space.network(genotypes.DARTS_V2, channels=0)
+        DartsNetwork(genotypes.DARTS_V2, channels=0)
+    with pytest.raises(ValueError, match="DartsNetworkConfig.channels must be an integer >= 1, got 0"):
+        DartsNetworkConfig(channels=0)
     with pytest.raises(ValueError, match=r"drop_path_prob must be a number in \[0, 1\), got 1.0"):
-        space.network(genotypes.DARTS_V2, channels=4, layers=3, drop_path_prob=1.0)
-    net = space.network(genotypes.DARTS_V2, channels=4, layers=3)
+        DartsNetwork(genotypes.DARTS_V2, channels=4, layers=3, drop_path_prob=1.0)
+    net = network_space(**SMALL).network(genotypes.DARTS_V2)
     with pytest.raises(ValueError, match="drop_path_prob"):
         net.drop_path_prob = -0.1
 
@@ -480,9 +487,7 @@ def test_supernet_output_and_alpha_grads_equal_naive_sum(monkeypatch: pytest.Mon
 
 
 def test_darts_v2_parameter_count_matches_darts() -> None:
-    net = DartsSpace().network(
-        genotypes.DARTS_V2, num_classes=10, channels=36, layers=20, auxiliary=True
-    )
+    net = DartsSpace().network(genotypes.DARTS_V2, num_classes=10)  # the default: C=36, 20 cells, auxiliary
     # DARTS' utils.count_parameters_in_MB: every parameter whose name lacks "auxiliary".
     count = sum(p.numel() for name, p in net.named_parameters() if "auxiliary" not in name)
     assert count == 3_349_342
@@ -503,39 +508,39 @@ def test_darts_v2_parameter_count_matches_darts() -> None:
     ids=str,
 )
 def test_network_trains_one_step(spec: InputSpec) -> None:
-    net = small_space().network(
-        genotypes.DARTS_V2, num_classes=5, input_spec=spec, auxiliary=True, drop_path_prob=0.2, **SMALL
-    )
+    net = network_space(auxiliary=True, **SMALL).network(genotypes.DARTS_V2, num_classes=5, input_spec=spec)
+    net.drop_path_prob = 0.2
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.rand(4, *spec.shape), torch.tensor([0, 1, 2, 4])
     before = [p.detach().clone() for p in net.parameters()]
     net.train()
-    logits = net(x)
+    output = net(x)
+    assert isinstance(output, NetworkOutput)
+    logits, aux_logits = output
     assert logits.shape == (4, 5)
-    assert net.aux_logits is not None and net.aux_logits.shape == (4, 5)
-    loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(net.aux_logits, y)
+    assert aux_logits is not None and aux_logits.shape == (4, 5)
+    loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux_logits, y)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     assert all(p.grad is not None for p in net.parameters())
     assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
-    copy.deepcopy(net)  # a stored non-leaf aux_logits must not break copies
+    copy.deepcopy(net)
     net.eval()
     with torch.no_grad():
-        assert net(x).shape == (4, 5)
-    assert net.aux_logits is None
+        assert isinstance(net(x), torch.Tensor) and net(x).shape == (4, 5)
+    assert not hasattr(net, "aux_logits")
 
 
 def test_network_without_auxiliary_head() -> None:
-    net = small_space().network(genotypes.DARTS_V1, auxiliary=False, **SMALL)
+    net = network_space(auxiliary=False, **SMALL).network(genotypes.DARTS_V1)
     assert net.auxiliary_head is None
     assert not any("auxiliary" in name for name, _ in net.named_parameters())
-    net(torch.rand(2, 3, 32, 32))
-    assert net.aux_logits is None
+    assert isinstance(net(torch.rand(2, 3, 32, 32)), torch.Tensor)  # a plain tensor in training mode too
 
 
 def test_network_layout_follows_darts() -> None:
-    net = DartsSpace().network(genotypes.DARTS_V2, channels=4, layers=8)
+    net = network_space(channels=4, layers=8).network(genotypes.DARTS_V2)
     assert [i for i, cell in enumerate(net.cells) if cell.reduction] == [2, 5]
     assert isinstance(net.cells[3].preprocess0, FactorizedReduce)  # input from a reduction cell
     assert not isinstance(net.cells[4].preprocess0, FactorizedReduce)
@@ -554,7 +559,8 @@ def test_drop_path_is_per_sample_and_only_in_training() -> None:
     assert 0 < (per_sample[:, 0] == 0).sum() < 64
     assert drop_path(x, 0.0) is x
 
-    net = small_space().network(genotypes.DARTS_V2, drop_path_prob=0.5, **SMALL)
+    net = network_space(**SMALL).network(genotypes.DARTS_V2)
+    net.drop_path_prob = 0.5
     net.eval()
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
@@ -581,7 +587,7 @@ def test_drop_path_skips_identity_ops() -> None:
 
 
 def test_drop_path_prob_is_settable() -> None:
-    net = small_space().network(genotypes.DARTS_V2, **SMALL)
+    net = network_space(**SMALL).network(genotypes.DARTS_V2)
     assert isinstance(net, DartsNetwork) and net.drop_path_prob == 0.0
     net.drop_path_prob = 0.3
     assert net.drop_path_prob == 0.3

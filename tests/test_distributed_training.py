@@ -32,7 +32,7 @@ from rnasframe.data import Augmentation, LabeledImages
 from rnasframe.data.sources import DataSource
 from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
 from rnasframe.robustness import RobustnessEvaluation
-from rnasframe.spaces.darts import DartsSpace
+from rnasframe.spaces.darts import DartsNetworkConfig, DartsSpace
 from rnasframe.training import (
     CHECKPOINT_FORMAT,
     AdversarialTraining,
@@ -86,11 +86,11 @@ class _HalvesObjective(TrainingObjective):
         self.model: Optional[nn.Module] = None
         self.initial: Dict[str, Tensor] = {}
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, auxiliary_weight: float = 0.0) -> TrainingOutput:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingOutput:
         if self.model is None:  # the first call sees the weights every rank starts from
             self.model = model
             self.initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        outputs = [self.inner(model, xs, ys, auxiliary_weight) for xs, ys in zip(x.chunk(self.parts), y.chunk(self.parts))]
+        outputs = [self.inner(model, xs, ys) for xs, ys in zip(x.chunk(self.parts), y.chunk(self.parts))]
         loss = sum(output.loss for output in outputs) / self.parts
         metrics = {key: sum(output.metrics[key] for output in outputs) / self.parts for key in outputs[0].metrics}
         return TrainingOutput(loss=loss, metrics=metrics)
@@ -99,10 +99,13 @@ class _HalvesObjective(TrainingObjective):
         return {**self.inner.describe(), "parts": self.parts}
 
 
-def _trainer(objective: TrainingObjective, grad_clip: Optional[float], **overrides: Any) -> Trainer:
+def _trainer(
+    objective: TrainingObjective, grad_clip: Optional[float], drop_path_prob: float = 0.0, **overrides: Any
+) -> Trainer:
+    network = DartsNetworkConfig(channels=4, layers=3, auxiliary=True, drop_path_prob=drop_path_prob)
     settings: Dict[str, Any] = dict(
-        space=DartsSpace(), genotype="DARTS_V2", data=_Quadrants(), objective=objective, epochs=2, batch_size=16,
-        channels=4, layers=3, auxiliary_weight=0.4, drop_path_prob=0.0,
+        space=DartsSpace(network_config=network), genotype="DARTS_V2", data=_Quadrants(), objective=objective,
+        epochs=2, batch_size=16,
         optimizer=WeightOptimizerSettings(
             learning_rate=0.1, min_learning_rate=0.0, momentum=0.9, weight_decay=3e-4, grad_clip=grad_clip
         ),

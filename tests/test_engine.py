@@ -136,7 +136,10 @@ def test_resume_rejects_truncated_foreign_and_missing_checkpoints(tmp_path: Path
     with pytest.raises(CheckpointError, match="truncated"):
         _engine().run(tmp_path / "run", resume=True)
     torch.save({"state_dict": {}}, checkpoint)
-    with pytest.raises(CheckpointError, match="not a 'rnasframe.search/1' checkpoint"):
+    with pytest.raises(CheckpointError, match="not a 'rnasframe.search/2' checkpoint"):
+        _engine().run(tmp_path / "run", resume=True)
+    torch.save({"format": "rnasframe.search/1", "epoch": 1}, checkpoint)
+    with pytest.raises(CheckpointError, match=r"\(rnasframe.search/1\) lacks the entries model, optimizer"):
         _engine().run(tmp_path / "run", resume=True)
 
 

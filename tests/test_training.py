@@ -20,7 +20,8 @@ from rnasframe.data import Augmentation, BatchLoader, CIFAR10Source, DigitsSourc
 from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
 from rnasframe.robustness import AutoAttack, RobustnessEvaluation, attack_name
 from rnasframe.similarity import KLSimilarity
-from rnasframe.spaces.darts import DartsSpace, genotypes
+from rnasframe.interfaces import NetworkOutput
+from rnasframe.spaces.darts import DartsNetworkConfig, DartsSpace, genotypes
 from rnasframe.training import (
     BEST_FORMAT,
     CHECKPOINT_FORMAT,
@@ -36,14 +37,24 @@ TRAINING_FILES = ["train.gin", "adv_train.gin", "trades.gin", "train_quickstart.
 _FAST_PGD = PGDMaximizer(ball=LinfBall(0.031), steps=2, step_size=0.02, random_start=True)
 
 
+_SET_EPOCH_CALLS: List[Any] = []
+
+
+class _RecordingSpace(DartsSpace):
+    """DARTS' space that records the trainer's per-epoch calls."""
+
+    def set_epoch(self, network: nn.Module, epoch: int, epochs: int) -> None:
+        _SET_EPOCH_CALLS.append((epoch, epochs, network.drop_path_prob))
+        super().set_epoch(network, epoch, epochs)
+
+
 def _trainer(**overrides: Any) -> Trainer:
     settings: Dict[str, Any] = dict(
+        space=_RecordingSpace(network_config=DartsNetworkConfig(channels=2, layers=3)),
         genotype="DARTS_V2",
         data=DigitsSource(),
         epochs=2,
         batch_size=16,
-        channels=2,
-        layers=3,
         augmentation=Augmentation(crop_padding=1, horizontal_flip=False, cutout=2),
         max_steps_per_epoch=2,
         selection_max_examples=24,
@@ -93,16 +104,77 @@ def test_cutout_rejects_negative_lengths() -> None:
 
 def _network(auxiliary: bool = True, drop_path_prob: float = 0.2) -> nn.Module:
     spec = DigitsSource().load_train().input_spec()
-    return DartsSpace().network(
-        genotypes.DARTS_V2, 10, spec, channels=4, layers=5, auxiliary=auxiliary, drop_path_prob=drop_path_prob
-    )
+    config = DartsNetworkConfig(channels=4, layers=5, auxiliary=auxiliary, drop_path_prob=drop_path_prob)
+    space = DartsSpace(network_config=config)
+    network = space.network(genotypes.DARTS_V2, 10, spec)
+    space.set_epoch(network, 1, 2)  # drop path half of drop_path_prob
+    return network
+
+
+def test_network_returns_auxiliary_logits_in_its_output_in_training_mode_only() -> None:
+    net = _network()
+    x = torch.rand(4, 1, 8, 8)
+    output = net(x)
+    assert isinstance(output, NetworkOutput) and output.aux_logits is not None
+    assert output.logits.shape == output.aux_logits.shape == (4, 10)
+    assert not hasattr(net, "aux_logits")
+    net.eval()
+    assert isinstance(net(x), Tensor) and not isinstance(net(x), NetworkOutput)
+    plain = _network(auxiliary=False)
+    assert isinstance(plain(x), Tensor) and not isinstance(plain(x), NetworkOutput)
+
+
+def test_darts_space_ramps_drop_path_linearly_over_the_epochs() -> None:
+    space = DartsSpace(network_config=DartsNetworkConfig(channels=2, layers=3, drop_path_prob=0.3))
+    net = space.network(genotypes.DARTS_V2, 10, DigitsSource().load_train().input_spec())
+    assert net.drop_path_prob == 0.0
+    for epoch, expected in [(0, 0.0), (1, 0.1), (2, 0.2)]:
+        space.set_epoch(net, epoch, 3)
+        assert net.drop_path_prob == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match=r"epoch must be in \[0, epochs=3\), got 3"):
+        space.set_epoch(net, 3, 3)
+    with pytest.raises(TypeError, match="needs a DartsNetwork"):
+        space.set_epoch(nn.Linear(2, 2), 0, 3)
+    with pytest.raises(ValueError, match="drop_path_prob must be in"):
+        DartsNetworkConfig(drop_path_prob=1.0)
+
+
+def test_drop_path_zeroes_whole_samples_and_rescales_the_others() -> None:
+    from rnasframe.spaces.darts.network import drop_path
+
+    x = torch.ones(2000, 3, 2, 2, dtype=torch.float64)
+    out = drop_path(x, 0.25)
+    per_sample = out.flatten(1)
+    kept = per_sample[:, 0] != 0
+    assert torch.all(per_sample[kept] == 1 / 0.75) and torch.all(per_sample[~kept] == 0)
+    assert abs(float(kept.double().mean()) - 0.75) < 0.05
+    assert drop_path(x, 0.0) is x
+
+
+@pytest.mark.parametrize("attack_mode", ["eval", "train"])
+@pytest.mark.parametrize("kind", ["adversarial", "trades"])
+def test_robust_objectives_attack_plain_logits_and_add_the_auxiliary_term(attack_mode: str, kind: str) -> None:
+    net = _network()  # auxiliary head and drop path: a NetworkOutput in training mode
+    x, y = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    if kind == "adversarial":
+        objective: Any = AdversarialTraining(perturbation=_FAST_PGD, attack_mode=attack_mode, auxiliary_weight=0.5)
+    else:
+        objective = TradesTraining(perturbation=_FAST_PGD, attack_mode=attack_mode, auxiliary_weight=0.5)
+    output = objective(net, x, y)
+    assert "aux_ce" in output.metrics and net.training
+    base = float(output.metrics["ce"]) + (6.0 * float(output.metrics["kl"]) if kind == "trades" else 0.0)
+    assert float(output.loss.detach()) == pytest.approx(base + 0.5 * float(output.metrics["aux_ce"]), rel=1e-5)
+    output.loss.backward()
+    assert net.auxiliary_head is not None and all(p.grad is not None for p in net.auxiliary_head.parameters())
+    without = type(objective)(perturbation=_FAST_PGD, attack_mode=attack_mode, auxiliary_weight=0.0)(net, x, y)
+    assert "aux_ce" not in without.metrics
 
 
 def test_network_trains_one_step_with_auxiliary_head_and_drop_path() -> None:
     torch.manual_seed(0)
     net = _network()
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
-    output = StandardTraining()(net, x, y, auxiliary_weight=0.4)
+    output = StandardTraining(auxiliary_weight=0.4)(net, x, y)
     assert set(output.metrics) == {"ce", "aux_ce", "natural_acc", "loss"}
     assert float(output.loss.detach()) == pytest.approx(float(output.metrics["ce"]) + 0.4 * float(output.metrics["aux_ce"]))
     before = {name: p.detach().clone() for name, p in net.named_parameters()}
@@ -179,7 +251,9 @@ class _GuardedDigits(DigitsSource):
 
 def test_training_selects_on_held_out_images_reads_the_test_set_once_and_writes_results(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    _SET_EPOCH_CALLS.clear()
     result = _trainer(data=_GuardedDigits(run_dir, 3), epochs=3).run(run_dir)
+    assert [(epoch, epochs) for epoch, epochs, _ in _SET_EPOCH_CALLS] == [(0, 3), (1, 3), (2, 3)]
     assert result is not None
     names = {p.name for p in run_dir.iterdir()}
     assert {"checkpoint.pt", "best.pt", "genotype.json", "log.txt", "results.json", "results.md"} <= names
@@ -191,7 +265,6 @@ def test_training_selects_on_held_out_images_reads_the_test_set_once_and_writes_
     values = [float(line.split("selection/accuracy=")[1].split(",")[0]) for line in log.splitlines() if "selection/accuracy=" in line]
     assert len(values) == 3 and values[result.best_epoch - 1] == max(values)
     assert values.index(max(values)) == result.best_epoch - 1  # the earliest of ties
-    assert "drop_path_prob=0," in log and "drop_path_prob=0.1," in log and "drop_path_prob=0.2," in log
     results = json.loads((run_dir / "results.json").read_text())
     assert results["model"] == "DARTS_V2" and results["seed"] == 5
     assert results["training"]["selection"].startswith("clean accuracy on 144 held-out training images")
@@ -307,7 +380,6 @@ def test_bad_genotypes_fail_clearly_before_training(tmp_path: Path, make: Any, m
     "overrides, message",
     [
         (dict(epochs=0), "Trainer.epochs must be an integer >= 1, got 0"),
-        (dict(drop_path_prob=1.0), "Trainer.drop_path_prob must be in [0, 0.99]"),
         (dict(selection="cw"), "Trainer.selection: expected a Perturbation such as FGSM(), PGD() or AutoAttack(), got 'cw'"),
         (dict(validation_portion=0.9), "Trainer.validation_portion must be in [0, 0.5]"),
         (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
@@ -334,14 +406,17 @@ def test_missing_genotype_and_oversized_batch_fail_before_training(tmp_path: Pat
 def test_every_shipped_training_gin_parses_and_builds_with_smoke_bindings(name: str) -> None:
     parse_gin([name, "train_smoke.gin"], ["Trainer.genotype = 'DARTS_V2'"], [EXAMPLES])
     trainer = Trainer()
-    assert trainer.epochs == 2 and isinstance(trainer.data, DigitsSource) and trainer.channels == 2
+    assert trainer.epochs == 2 and isinstance(trainer.data, DigitsSource)
+    assert isinstance(trainer.space, DartsSpace) and trainer.space.network_config.channels == 2
 
 
 def test_paper_values_are_bound_in_the_training_files() -> None:
     parse_gin(["train.gin"], [], [EXAMPLES])
     trainer = Trainer()
-    assert (trainer.epochs, trainer.batch_size, trainer.channels, trainer.layers) == (600, 96, 36, 20)
-    assert (trainer.auxiliary_weight, trainer.drop_path_prob) == (0.4, 0.3)
+    assert (trainer.epochs, trainer.batch_size) == (600, 96)
+    assert isinstance(trainer.space, DartsSpace)
+    assert trainer.space.network_config == DartsNetworkConfig(channels=36, layers=20, auxiliary=True, drop_path_prob=0.3)
+    assert trainer.objective.auxiliary_weight == 0.4
     assert trainer.optimizer == WeightOptimizerSettings(0.025, 0.0, 0.9, 3e-4, 5.0)
     assert trainer.augmentation == Augmentation(crop_padding=4, horizontal_flip=True, cutout=16)
     assert isinstance(trainer.data, CIFAR10Source) and isinstance(trainer.objective, StandardTraining)
@@ -400,3 +475,8 @@ def test_cli_reports_bad_input_in_one_line_with_exit_status_2(tmp_path: Path, ca
     assert not (tmp_path / "run").exists()  # nothing was started
     assert evaluate_main([f"--run_dir={tmp_path / 'absent'}"], examples_dir=EXAMPLES) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_negative_auxiliary_weight_fails_in_one_line() -> None:
+    with pytest.raises(ValueError, match="StandardTraining.auxiliary_weight must be .*, got -0.1"):
+        StandardTraining(auxiliary_weight=-0.1)

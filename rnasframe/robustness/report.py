@@ -10,7 +10,7 @@ from torch import nn
 
 from rnasframe.interfaces.perturbation import Perturbation
 from rnasframe.robustness.attacks import attack_name
-from rnasframe.run_folder import write_json_atomic
+from rnasframe.run_folder import write_atomic, write_json_atomic
 
 __all__ = ["attack_label", "count_parameters_millions", "results_markdown", "write_results"]
 
@@ -105,8 +105,5 @@ def write_results(folder: os.PathLike[str] | str, payload: Mapping[str, Any]) ->
     folder = Path(folder)
     json_path = folder / "results.json"
     write_json_atomic(json_path, dict(payload))
-    markdown = folder / "results.md"
-    temporary = markdown.with_name(".results.md.tmp")
-    temporary.write_text(results_markdown(payload))
-    os.replace(temporary, markdown)
+    write_atomic(folder / "results.md", results_markdown(payload))
     return json_path

@@ -1,4 +1,4 @@
-"""Where the genotype to train comes from: a genotype.json, a run folder, a published name, a dict."""
+"""Where the genotype to train comes from: a genotype.json, a run folder, the space's own notation, a dict."""
 
 from __future__ import annotations
 
@@ -9,23 +9,6 @@ from typing import Any, Mapping, Tuple
 from rnasframe.interfaces.search_space import SearchSpace
 
 __all__ = ["resolve_genotype"]
-
-
-def _published(space: SearchSpace, name: str) -> Tuple[Any, str]:
-    from rnasframe.spaces.darts import DartsSpace, genotypes
-
-    if not isinstance(space, DartsSpace):
-        raise ValueError(
-            f"genotype {name!r} is neither a genotype.json file nor a run folder, and "
-            f"{type(space).__name__} has no published genotypes"
-        )
-    try:
-        return genotypes.by_name(name), name
-    except ValueError as error:
-        raise ValueError(
-            f"genotype {name!r} is not a genotype.json file, a run folder holding one, nor a published "
-            f"name ({error})"
-        ) from None
 
 
 def _from_file(space: SearchSpace, path: Path) -> Any:
@@ -47,17 +30,20 @@ def resolve_genotype(spec: Any, space: SearchSpace) -> Tuple[Any, str]:
 
             * a path to a ``genotype.json`` file (DARTS' ``Genotype`` fields, as a search writes);
             * a run folder of a search (its ``genotype.json`` is read);
-            * a published name such as ``"DARTS_V2"`` (:func:`rnasframe.spaces.darts.genotypes.by_name`);
+            * any other text, read by the space
+              (:meth:`~rnasframe.interfaces.SearchSpace.resolve_genotype`): a published name such
+              as ``"DARTS_V2"``, an architecture string, JSON;
             * a mapping in the space's dict form (e.g. bound with gin);
             * a genotype object of the space.
         space: the search space that validates the genotype and builds its network.
 
     Returns:
-        ``(genotype, name)``: ``name`` is the run folder's or file's folder name, the published name,
-        or ``"genotype"``.
+        ``(genotype, name)``: ``name`` is the run folder's or file's folder name, the text the space
+        read (e.g. the published name), or ``"genotype"``.
 
     Raises:
-        ValueError: the path does not exist and is no published name (the valid names are listed),
+        ValueError: the path does not exist and the space cannot read the text (its message says
+            what it accepts),
             a run folder without ``genotype.json``, unreadable JSON, or an invalid genotype
             (unknown operation, input index out of range, ...).
     """
@@ -81,6 +67,12 @@ def resolve_genotype(spec: Any, space: SearchSpace) -> Tuple[Any, str]:
             return _from_file(space, path), path.resolve().parent.name
         if any(sep in str(spec) for sep in ("/", "\\")) or str(spec).endswith(".json"):
             raise ValueError(f"genotype path {spec} does not exist (expected a genotype.json file or a run folder)")
-        return _published(space, str(spec))
+        try:
+            return space.resolve_genotype(str(spec)), str(spec)
+        except ValueError as error:
+            raise ValueError(
+                f"genotype {str(spec)!r} is not a genotype.json file, a run folder holding one, nor "
+                f"a genotype of {type(space).__name__} ({error})"
+            ) from None
     genotype_dict = space.genotype_to_dict(spec)  # validates
     return space.genotype_from_dict(genotype_dict), "genotype"

@@ -1,9 +1,12 @@
 """Training objectives for networks trained from scratch: standard, adversarial (Madry) and TRADES.
 
 Each objective maps ``(model, x, y)`` to the loss of one batch. The model is in train mode when
-called (drop path and batch statistics active); when it exposes ``aux_logits`` after a forward
-pass (DARTS' auxiliary tower), ``auxiliary_weight * CE(aux_logits, y)`` is added for the forward
-pass whose cross-entropy the objective uses.
+called (drop path and batch statistics active). A model may return a
+:class:`~rnasframe.interfaces.NetworkOutput` in train mode (DARTS' auxiliary tower); every
+objective reads outputs through :func:`~rnasframe.interfaces.split_output`, and adds
+``auxiliary_weight * CE(aux_logits, y)`` for the forward pass whose cross-entropy it uses. The
+weight is the objective's setting (0.4 by default, DARTS' value); whether there is an auxiliary
+head at all is the search space's network configuration.
 
 **Model mode during attack generation.** The adversarial objectives generate ``x'`` with the
 model in **eval** mode by default (``attack_mode="eval"``), as TRADES' reference code does, and
@@ -29,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnasframe import validation
-from rnasframe.interfaces.perturbation import Perturbation
+from rnasframe.interfaces.perturbation import Perturbation, PerturbationObjective
+from rnasframe.interfaces.search_space import split_output
 from rnasframe.interfaces.similarity import Similarity
-from rnasframe.robustness.attacks import cross_entropy_objective, model_mode
+from rnasframe.robustness.attacks import model_mode
 
 __all__ = ["TrainingObjective", "TrainingOutput", "StandardTraining", "AdversarialTraining", "TradesTraining"]
 
@@ -49,11 +53,34 @@ class TrainingOutput:
     metrics: Dict[str, Tensor]
 
 
-def _auxiliary(model: nn.Module, y: Tensor, weight: float) -> Optional[Tensor]:
-    aux_logits = getattr(model, "aux_logits", None)
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    """The main logits of ``model`` on ``x`` (the auxiliary ones, if any, are dropped)."""
+    return split_output(model(x))[0]
+
+
+def _cross_entropy_objective(model: nn.Module, y: Tensor) -> PerturbationObjective:
+    """``x' -> sum_i CE(model(x')_i, y_i)``: what the adversary maximizes (per-example sum)."""
+
+    def objective(candidate: Tensor) -> Tensor:
+        return F.cross_entropy(_logits(model, candidate), y, reduction="sum")
+
+    return objective
+
+
+def _with_auxiliary(
+    loss: Tensor, metrics: Dict[str, Tensor], aux_logits: Optional[Tensor], y: Tensor, weight: float
+) -> Tensor:
+    """Add ``weight * CE(aux_logits, y)`` (when there are auxiliary logits and a weight) and log it."""
     if weight > 0 and aux_logits is not None:
-        return F.cross_entropy(aux_logits, y)
-    return None
+        aux = F.cross_entropy(aux_logits, y)
+        loss = loss + weight * aux
+        metrics["aux_ce"] = aux.detach()
+    metrics["loss"] = loss.detach()
+    return loss
+
+
+def _auxiliary_weight(instance: Any, attribute: "attrs.Attribute[float]", value: float) -> None:
+    validation.at_least(0.0, "the auxiliary loss weight")(instance, attribute, value)
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
@@ -87,7 +114,7 @@ class TrainingObjective(abc.ABC):
     robust: bool = False
 
     @abc.abstractmethod
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, auxiliary_weight: float = 0.0) -> TrainingOutput:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingOutput:
         """Return the loss of ``model`` (in train mode) on the batch ``(x, y)``."""
 
     def describe(self) -> Dict[str, Any]:
@@ -98,21 +125,23 @@ class TrainingObjective(abc.ABC):
 @gin.configurable
 @attrs.define(frozen=True)
 class StandardTraining(TrainingObjective):
-    """``CE(m(x), y) + w_aux · CE(aux(x), y)``: DARTS' training from scratch (paper section 4.2)."""
+    """``CE(m(x), y) + w_aux · CE(aux(x), y)``: DARTS' training from scratch (paper section 4.2).
+
+    Args:
+        auxiliary_weight: ``w_aux``, weight of the auxiliary logits' cross-entropy when the model
+            returns them (0.4, DARTS' value; 0 ignores them).
+    """
+
+    auxiliary_weight: float = attrs.field(default=0.4, validator=_auxiliary_weight)
 
     robust = False
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, auxiliary_weight: float = 0.0) -> TrainingOutput:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingOutput:
         """Return the cross-entropy of the natural batch (plus the auxiliary term)."""
-        logits = model(x)
+        logits, aux_logits = split_output(model(x))
         ce = F.cross_entropy(logits, y)
-        loss = ce
-        aux = _auxiliary(model, y, auxiliary_weight)
         metrics: Dict[str, Tensor] = {"ce": ce.detach(), "natural_acc": _accuracy(logits, y)}
-        if aux is not None:
-            loss = loss + auxiliary_weight * aux
-            metrics["aux_ce"] = aux.detach()
-        metrics["loss"] = loss.detach()
+        loss = _with_auxiliary(ce, metrics, aux_logits, y, self.auxiliary_weight)
         return TrainingOutput(loss=loss, metrics=metrics)
 
 
@@ -134,26 +163,23 @@ class AdversarialTraining(TrainingObjective):
             step_size=0.01, random_start=True)``).
         attack_mode: the model's mode while ``x'`` is generated: ``"eval"`` (default, see the
             module docstring) or ``"train"``.
+        auxiliary_weight: weight of the auxiliary logits' cross-entropy (0.4), on ``x'``.
     """
 
     perturbation: Perturbation = attrs.field(factory=_default_pgd, validator=attrs.validators.instance_of(Perturbation))
     attack_mode: str = attrs.field(default="eval", validator=_check_mode)
+    auxiliary_weight: float = attrs.field(default=0.4, validator=_auxiliary_weight)
 
     robust = True
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, auxiliary_weight: float = 0.0) -> TrainingOutput:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingOutput:
         """Return the cross-entropy of the adversarial batch (plus the auxiliary term)."""
         with model_mode(model, training=self.attack_mode == "train"):
-            x_adv = self.perturbation(x, cross_entropy_objective(model, y), model=model)
-        logits = model(x_adv)
+            x_adv = self.perturbation(x, _cross_entropy_objective(model, y), model=model)
+        logits, aux_logits = split_output(model(x_adv))
         ce = F.cross_entropy(logits, y)
-        loss = ce
-        aux = _auxiliary(model, y, auxiliary_weight)
         metrics: Dict[str, Tensor] = {"ce": ce.detach(), "adversarial_acc": _accuracy(logits, y)}
-        if aux is not None:
-            loss = loss + auxiliary_weight * aux
-            metrics["aux_ce"] = aux.detach()
-        metrics["loss"] = loss.detach()
+        loss = _with_auxiliary(ce, metrics, aux_logits, y, self.auxiliary_weight)
         return TrainingOutput(loss=loss, metrics=metrics)
 
 
@@ -173,36 +199,33 @@ class TradesTraining(TrainingObjective):
         similarity: the discrepancy (default: :class:`~rnasframe.similarity.KLSimilarity`,
             TRADES' KL, batch mean).
         attack_mode: the model's mode while ``x'`` is generated: ``"eval"`` (default) or ``"train"``.
+        auxiliary_weight: weight of the auxiliary logits' cross-entropy (0.4), on the natural batch.
     """
 
     beta: float = attrs.field(default=6.0, validator=validation.at_least(0.0, "the TRADES weight"))
     perturbation: Perturbation = attrs.field(factory=_default_pgd, validator=attrs.validators.instance_of(Perturbation))
     similarity: Similarity = attrs.field(factory=_default_similarity, validator=attrs.validators.instance_of(Similarity))
     attack_mode: str = attrs.field(default="eval", validator=_check_mode)
+    auxiliary_weight: float = attrs.field(default=0.4, validator=_auxiliary_weight)
 
     robust = True
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, auxiliary_weight: float = 0.0) -> TrainingOutput:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> TrainingOutput:
         """Return the natural cross-entropy plus β times the KL to the perturbed prediction."""
         similarity = self.similarity
         with model_mode(model, training=self.attack_mode == "train"):
             with torch.no_grad():
-                target = model(x)
-            x_adv = self.perturbation(x, lambda candidate: similarity(model(candidate), target), model=model)
-        perturbed_logits = model(x_adv)
-        logits = model(x)  # last, so that the auxiliary logits are those of the natural batch
+                target = _logits(model, x)
+            x_adv = self.perturbation(x, lambda candidate: similarity(_logits(model, candidate), target), model=model)
+        perturbed_logits = _logits(model, x_adv)
+        logits, aux_logits = split_output(model(x))  # the auxiliary logits of the natural batch
         ce = F.cross_entropy(logits, y)
         kl = similarity(perturbed_logits, logits)
-        loss = ce + self.beta * kl
-        aux = _auxiliary(model, y, auxiliary_weight)
         metrics: Dict[str, Tensor] = {
             "ce": ce.detach(),
             "kl": kl.detach(),
             "natural_acc": _accuracy(logits, y),
             "adversarial_acc": _accuracy(perturbed_logits, y),
         }
-        if aux is not None:
-            loss = loss + auxiliary_weight * aux
-            metrics["aux_ce"] = aux.detach()
-        metrics["loss"] = loss.detach()
+        loss = _with_auxiliary(ce + self.beta * kl, metrics, aux_logits, y, self.auxiliary_weight)
         return TrainingOutput(loss=loss, metrics=metrics)

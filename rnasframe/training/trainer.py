@@ -13,11 +13,10 @@ and the :class:`Trainer` docstring): ``torchrun --nproc_per_node=4 examples/trai
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import attrs
 import gin
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rnasframe import distributed, validation
 from rnasframe.bilevel import WeightOptimizerSettings
-from rnasframe.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
+from rnasframe.checkpoint import BestWeights, CheckpointError, TrainingCheckpoint, capture_rng_state, restore_rng_state
 from rnasframe.data.images import LabeledImages
 from rnasframe.data.loader import Augmentation, BatchLoader, split_indices
 from rnasframe.data.sources import CIFAR10Source, DataSource
@@ -37,6 +36,7 @@ from rnasframe.perturbations import PGD
 from rnasframe.robustness.attacks import attack_settings
 from rnasframe.robustness.evaluator import RobustnessEvaluation, RobustnessReport, attack_accuracy, check_attack_radius
 from rnasframe.robustness.report import attack_label, count_parameters_millions, write_results
+from rnasframe.run import CHECKPOINT_NAME, MidEpochCheckpoints, Run, check_position, launch_world_size
 from rnasframe.run_folder import MetricMeter, RunFolder, device_description
 from rnasframe.seeding import resolve_device, seed_everything
 from rnasframe.training.genotypes import resolve_genotype
@@ -44,18 +44,11 @@ from rnasframe.training.objectives import StandardTraining, TrainingObjective
 
 __all__ = ["Trainer", "TrainResult", "CHECKPOINT_FORMAT", "BEST_FORMAT"]
 
-#: The ``format`` entry of training checkpoints (``checkpoint.pt``).
-CHECKPOINT_FORMAT = "rnasframe.train/1"
-#: The ``format`` entry of the selected weights (``best.pt``).
-BEST_FORMAT = "rnasframe.train-best/1"
-CHECKPOINT_NAME = "checkpoint.pt"
+#: The ``format`` entry of training checkpoints (``checkpoint.pt``, :class:`~rnasframe.checkpoint.TrainingCheckpoint`).
+CHECKPOINT_FORMAT = TrainingCheckpoint.FORMAT
+#: The ``format`` entry of the selected weights (``best.pt``, :class:`~rnasframe.checkpoint.BestWeights`).
+BEST_FORMAT = BestWeights.FORMAT
 BEST_NAME = "best.pt"
-
-
-def _default_space() -> SearchSpace:
-    from rnasframe.spaces.darts import DartsSpace
-
-    return DartsSpace()
 
 
 def _default_optimizer() -> WeightOptimizerSettings:
@@ -79,10 +72,6 @@ def _default_selection(trainer: "Trainer") -> Optional[Perturbation]:
 def _check_selection(instance: "Trainer", attribute: "attrs.Attribute[Any]", value: Optional[Perturbation]) -> None:
     if value is not None:
         check_attack_radius(value, instance.evaluation.epsilon, "Trainer.selection")
-
-
-def _check_drop_path(instance: "Trainer", attribute: "attrs.Attribute[float]", value: float) -> None:
-    validation.in_closed_range(0.0, 0.99, "a probability below 1")(instance, attribute, value)
 
 
 @attrs.define(frozen=True)
@@ -116,15 +105,55 @@ class TrainResult:
     run_dir: Path
 
 
+@attrs.define(frozen=True)
+class _Genotype:
+    """The genotype a run trains, its dict form and its name in the results table."""
+
+    genotype: Any
+    as_dict: Dict[str, Any]
+    name: str
+
+
+@attrs.define(eq=False)
+class _Setup:
+    """What a training run builds once."""
+
+    genotype: _Genotype
+    network: Dict[str, Any]
+    split: Dict[str, Any]
+    model: nn.Module
+    sgd: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    loader: BatchLoader
+    held_out: Optional[LabeledImages]
+    steps: int
+    selection: str
+    selector: Optional[Attack]
+
+
+@attrs.define(eq=False)
+class _Progress:
+    """What a training run accumulates epoch by epoch (and keeps in its checkpoint)."""
+
+    epoch: int = 0
+    seconds_per_epoch: List[float] = attrs.field(factory=list)
+    metrics: Dict[str, float] = attrs.field(factory=dict)
+    best: Dict[str, Any] = attrs.field(factory=dict)
+    step: int = 0
+    position: Dict[str, Any] = attrs.field(factory=dict)
+
+
 @gin.configurable
 @attrs.define(eq=False)
 class Trainer:
     """Trains the network of a genotype from scratch, selects a checkpoint, evaluates robustness.
 
-    Defaults are the paper's protocol (section 4.2, DARTS' evaluation): 20 cells, 36 initial
-    channels, 600 epochs, batch 96, SGD lr 0.025 cosine-annealed to 0, momentum 0.9, weight decay
-    3e-4, gradient clip 5, cutout 16, auxiliary tower weight 0.4, drop path probability 0.3
-    ramped linearly from 0 over the epochs (epoch ``e`` uses ``0.3 * e / epochs``, as DARTS).
+    Defaults are the paper's protocol (section 4.2): 600 epochs, batch 96, SGD lr 0.025
+    cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient clip 5, cutout 16. The
+    network itself (width, depth, an auxiliary head, drop path) is the search space's network
+    configuration, and its per-epoch schedules run through
+    :meth:`~rnasframe.interfaces.SearchSpace.set_epoch`; the weight of auxiliary logits in the
+    loss is the objective's.
 
     **Data-parallel training.** Under ``torchrun`` (``WORLD_SIZE`` > 1) :meth:`run` joins the
     process group (NCCL on CUDA, one GPU per process; gloo on the CPU) and trains as the search
@@ -163,10 +192,11 @@ class Trainer:
       re-seeds at each epoch and holds the checkpoint's weights and statistics.
 
     Args:
-        space: the search space that builds the network (default: DARTS' space).
+        space: the search space that builds the network (required; the shipped configs bind
+            ``Trainer.space`` in gin).
         genotype: what to train (see :func:`~rnasframe.training.genotypes.resolve_genotype`): a
-            genotype.json, a search's run folder, a name such as ``"DARTS_V2"`` or a dict; the
-            command line's ``--genotype`` replaces it.
+            genotype.json, a search's run folder, the space's own notation (e.g. a published
+            name) or a dict; the command line's ``--genotype`` replaces it.
         data: the data source; its training images are split into a training part and a held-out
             validation part; its test images are read once, at the end.
         objective: :class:`~rnasframe.training.StandardTraining` (default),
@@ -174,10 +204,6 @@ class Trainer:
         epochs: training epochs (600).
         batch_size: examples per batch (96); under ``torchrun`` the global batch, split evenly
             across the processes.
-        channels: initial channels ``C`` of the network (36).
-        layers: number of cells (20).
-        auxiliary_weight: weight of the auxiliary tower's cross-entropy (0.4); 0 builds no tower.
-        drop_path_prob: final drop path probability (0.3), reached linearly.
         optimizer: SGD settings: lr 0.025 annealed to ``min_learning_rate`` (0), momentum,
             weight decay, gradient clip.
         augmentation: random crop, flip and cutout of training batches (``None``: none).
@@ -192,9 +218,14 @@ class Trainer:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         max_steps_per_epoch: cap on steps per epoch (smoke runs); ``None`` for a full pass.
         model_name: the name in the results table (default: from the genotype's source).
+        checkpoint_every_steps: also write ``checkpoint.pt`` after every this many steps inside
+            an epoch (``None``: only the time trigger); ``--resume`` continues from that step,
+            bit-identical to an uninterrupted run.
+        checkpoint_every_minutes: also write it when this many minutes of work passed since the
+            last write (10; ``None``: never by time). One-process runs only, as in the search.
     """
 
-    space: SearchSpace = attrs.field(factory=_default_space, validator=attrs.validators.instance_of(SearchSpace))
+    space: SearchSpace = attrs.field(validator=attrs.validators.instance_of(SearchSpace))
     genotype: Any = None
     data: DataSource = attrs.field(factory=CIFAR10Source, validator=attrs.validators.instance_of(DataSource))
     objective: TrainingObjective = attrs.field(
@@ -202,10 +233,6 @@ class Trainer:
     )
     epochs: int = attrs.field(default=600, validator=validation.positive_int)
     batch_size: int = attrs.field(default=96, validator=validation.positive_int)
-    channels: int = attrs.field(default=36, validator=validation.positive_int)
-    layers: int = attrs.field(default=20, validator=validation.positive_int)
-    auxiliary_weight: float = attrs.field(default=0.4, validator=validation.at_least(0.0))
-    drop_path_prob: float = attrs.field(default=0.3, validator=_check_drop_path)
     optimizer: WeightOptimizerSettings = attrs.field(
         factory=_default_optimizer, validator=attrs.validators.instance_of(WeightOptimizerSettings)
     )
@@ -228,6 +255,12 @@ class Trainer:
         default=None, validator=attrs.validators.optional(validation.positive_int)
     )
     model_name: Optional[str] = None
+    checkpoint_every_steps: Optional[int] = attrs.field(
+        default=None, validator=attrs.validators.optional(validation.positive_int)
+    )
+    checkpoint_every_minutes: Optional[float] = attrs.field(
+        default=10.0, validator=attrs.validators.optional(validation.greater_than(0.0, "minutes"))
+    )
     _resolved: Optional[Tuple[Any, str]] = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -258,12 +291,10 @@ class Trainer:
         train_idx, valid_idx = split_indices(n, 1.0 - self.validation_portion, self.seed)
         return train_idx, valid_idx
 
-    def _build(self, genotype: Any, network: Dict[str, Any]) -> nn.Module:
+    def _build(self, genotype: Any, network: Mapping[str, Any]) -> nn.Module:
+        """The space's network of ``genotype`` for the recorded classes and inputs."""
         spec = InputSpec(tuple(network["input_shape"]), network["mean"], network["std"])
-        return self.space.network(
-            genotype, network["num_classes"], spec, channels=network["channels"], layers=network["layers"],
-            auxiliary=network["auxiliary"], drop_path_prob=0.0,
-        )
+        return self.space.network(genotype, network["num_classes"], spec)
 
     def check_world_size(self, world_size: int) -> None:
         """Check that the global batch splits evenly over ``world_size`` data-parallel processes.
@@ -319,66 +350,54 @@ class Trainer:
             ValueError: no genotype, an invalid one, a batch larger than the data, or a batch that
                 does not split evenly over the processes.
         """
-        run_dir = Path(run_dir)
-        checkpoint_path = run_dir / CHECKPOINT_NAME
-        if not resume and checkpoint_path.exists():
-            raise FileExistsError(
-                f"{run_dir} already holds a training run ({CHECKPOINT_NAME}); pass --resume to continue it "
-                f"or choose another --run_dir"
-            )
-        self.check_world_size(_launch_world_size())
+        run = Run(run_dir, "training", resume, resolve_device(self.device))
+        self.check_world_size(launch_world_size())
         self.evaluation.check_available()
-        checkpoint = load_checkpoint(checkpoint_path, CHECKPOINT_FORMAT) if resume else None
+        checkpoint = TrainingCheckpoint.load(run.checkpoint_path) if resume else None
+        genotype = self._genotype(run, checkpoint)
+        with run:
+            seed_everything(self.seed)
+            setup = self._setup(run, checkpoint, genotype)
+            progress = self._start(run, setup, checkpoint)
+            for epoch in range(progress.epoch, self.epochs):
+                if run.stop_requested(epoch, stop_after_epoch):
+                    return None
+                self._epoch(run, setup, progress, epoch)
+            if not run.main:
+                return None  # rank 0 alone evaluates; see the class docstring
+            return self._evaluate(run.folder, run.device, checkpoint_name=BEST_NAME)
+
+    def _genotype(self, run: Run, checkpoint: Optional[TrainingCheckpoint]) -> _Genotype:
+        """The genotype to train (given, else the checkpoint's) and its name; checked against the checkpoint."""
         if self._resolved is not None:
             genotype, source_name = self._resolved
         elif checkpoint is not None:
-            genotype, source_name = self.space.genotype_from_dict(checkpoint["genotype"]), checkpoint["model_name"]
+            genotype, source_name = self.space.genotype_from_dict(checkpoint.genotype), checkpoint.model_name
         else:
             genotype, source_name = resolve_genotype(None, self.space)
-        genotype_dict = dict(self.space.genotype_to_dict(genotype))
-        name = self.model_name or source_name
-        if checkpoint is not None and checkpoint["genotype"] != genotype_dict:
+        as_dict = dict(self.space.genotype_to_dict(genotype))
+        if checkpoint is not None and checkpoint.genotype != as_dict:
             raise CheckpointError(
-                f"{checkpoint_path} trained another genotype ({checkpoint['model_name']}); resume without "
+                f"{run.checkpoint_path} trained another genotype ({checkpoint.model_name}); resume without "
                 f"--genotype or with the same one"
             )
-        device = resolve_device(self.device)
-        owns_group = not distributed.world_size() > 1 and _launch_world_size() > 1
-        device = distributed.initialize_from_environment(device) or device
-        try:
-            return self._run(run_dir, checkpoint, genotype, genotype_dict, name, device, stop_after_epoch)
-        finally:
-            if owns_group:
-                torch.distributed.destroy_process_group()
+        return _Genotype(genotype, as_dict, self.model_name or source_name)
 
-    def _run(
-        self,
-        run_dir: Path,
-        checkpoint: Optional[Dict[str, Any]],
-        genotype: Any,
-        genotype_dict: Dict[str, Any],
-        name: str,
-        device: torch.device,
-        stop_after_epoch: Optional[int],
-    ) -> Optional[TrainResult]:
-        world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main_process()
-        checkpoint_path = run_dir / CHECKPOINT_NAME
-        seed_everything(self.seed)
-
+    def _setup(self, run: Run, checkpoint: Optional[TrainingCheckpoint], genotype: _Genotype) -> _Setup:
+        """Load and split the data, build the network, SGD, the schedule and the loader."""
         train_images = self.data.load_train()
         train_idx, valid_idx = self._split(len(train_images))
-        if checkpoint is not None and not torch.equal(checkpoint["split"]["train"], train_idx):
+        if checkpoint is not None and not torch.equal(checkpoint.split["train"], train_idx):
             raise CheckpointError(
-                f"{checkpoint_path} was written with another data split (different data, seed or "
-                f"validation_portion); resume with the run's own configuration ({run_dir / 'config.gin'})"
+                f"{run.checkpoint_path} was written with another data split (different data, seed or "
+                f"validation_portion); resume with the run's own configuration ({run.path / 'config.gin'})"
             )
         mean, std = self.data.normalization(train_images)
         network = {
             "num_classes": train_images.num_classes, "input_shape": list(train_images.shape),
-            "mean": list(mean), "std": list(std), "channels": self.channels, "layers": self.layers,
-            "auxiliary": self.auxiliary_weight > 0,
+            "mean": list(mean), "std": list(std),
         }
-        model = self._build(genotype, network).to(device)
+        model = self._build(genotype.genotype, network).to(run.device)
         distributed.broadcast_module(model)
         settings = self.optimizer
         sgd = torch.optim.SGD(
@@ -387,9 +406,9 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=self.epochs, eta_min=settings.min_learning_rate)
         loader = BatchLoader(
             train_images.subset(train_idx, "training part"), self.batch_size, seed=self.seed,
-            augmentation=self.augmentation, drop_last=True, device=device, rank=rank, world_size=world,
+            augmentation=self.augmentation, drop_last=True, device=run.device, rank=run.rank, world_size=run.world_size,
         )
-        held_out: Optional[LabeledImages] = None if valid_idx is None else train_images.subset(valid_idx, "held-out part")
+        held_out = None if valid_idx is None else train_images.subset(valid_idx, "held-out part")
         steps = len(loader)
         if steps == 0:
             raise ValueError(
@@ -398,110 +417,100 @@ class Trainer:
         if self.max_steps_per_epoch is not None:
             steps = min(steps, self.max_steps_per_epoch)
         selection = self._selection_description(0 if held_out is None else len(held_out))
-        selector = self.selection_attack()
+        return _Setup(
+            genotype, network, {"train": train_idx, "seed": self.seed}, model, sgd, scheduler, loader, held_out,
+            steps, selection, self.selection_attack(),
+        )
 
-        folder = RunFolder(run_dir, enabled=main)
-        history: List[float] = []
-        start_epoch = 0
-        best: Dict[str, Any] = {}
-        metrics: Dict[str, float] = {}
-        try:
-            if checkpoint is None:
-                if main:
-                    _write_config(folder)
-                folder.write_json("genotype.json", genotype_dict)
-                folder.log(
-                    f"training {name} from scratch: {self.epochs} epochs, {steps} steps/epoch, batch "
-                    f"{self.batch_size}, {len(train_idx)} training + {0 if held_out is None else len(held_out)} "
-                    f"held-out images, {count_parameters_millions(model):.3f} M parameters, objective "
-                    f"{self.objective.describe()['name']}, device {device_description(device)}"
-                    + (f", {world} processes ({self.batch_size // world} examples each per batch)" if world > 1 else "")
-                )
-                folder.log(f"checkpoint selection: {selection}")
-                folder.log(f"genotype: {genotype}")
-            else:
-                model.load_state_dict(checkpoint["model"])
-                sgd.load_state_dict(checkpoint["optimizer"])
-                scheduler.load_state_dict(checkpoint["scheduler"])
-                restore_rng_state(checkpoint["rng"])
-                start_epoch = int(checkpoint["epoch"])
-                history = list(checkpoint["seconds_per_epoch"])
-                best = dict(checkpoint["best"])
-                metrics = dict(checkpoint.get("metrics", {}))
-                written_by = int(checkpoint.get("world_size", 1))
-                folder.log(
-                    f"resumed from {checkpoint_path} after epoch {start_epoch}"
-                    + (f" on {world} process(es), written by {written_by}" if world != written_by else "")
-                )
-            for epoch in range(start_epoch, self.epochs):
-                if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                    folder.log(f"stopped after epoch {epoch}; resume with --resume --run_dir {run_dir}")
-                    return None
-                if world > 1:  # each rank its own noise (drop path, PGD starts), reproducible per (seed, rank, epoch)
-                    seed_everything(self.seed + 1_000_003 * rank + 7_919 * epoch)
-                started = time.perf_counter()
-                if hasattr(model, "drop_path_prob"):
-                    model.drop_path_prob = self.drop_path_prob * epoch / self.epochs
-                metrics = distributed.all_reduce_mean(self._train_epoch(model, sgd, loader, epoch, steps))
-                for key, value in metrics.items():  # after the reduction: every rank stops together
-                    if not math.isfinite(value):
-                        raise FloatingPointError(f"metric {key} became {value} in epoch {epoch + 1}; the training diverged")
-                metrics["lr"] = float(sgd.param_groups[0]["lr"])
-                metrics["drop_path_prob"] = float(getattr(model, "drop_path_prob", 0.0))
-                scheduler.step()
-                if world > 1:
-                    _average_running_statistics(model)
-                    distributed.check_identical(
-                        [*model.parameters(), *model.buffers()], "network weights or BatchNorm statistics"
-                    )
-                value: Optional[float] = None
-                if held_out is not None and main:
-                    value = attack_accuracy(
-                        model, held_out, selector, self.evaluation.batch_size, device, self.seed,
-                        self.selection_max_examples,
-                    )
-                    metrics["selection/accuracy"] = value
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds = time.perf_counter() - started
-                history.append(seconds)
-                metrics["epoch_seconds"] = seconds
-                if main:
-                    improved = not best or value is None or value > best["value"]
-                    if improved:
-                        best = {"epoch": epoch + 1, "value": value}
-                        save_atomic(
-                            {"format": BEST_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
-                             "selection": {"metric": selection, "value": value}, "genotype": genotype_dict,
-                             "network": network, "model_name": name},
-                            run_dir / BEST_NAME,
-                        )
-                    folder.scalars(metrics, epoch + 1)
-                    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-                    folder.log(f"epoch {epoch + 1}/{self.epochs}: {shown}{' (best so far)' if improved else ''}")
-                    save_atomic(
-                        {
-                            "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
-                            "optimizer": sgd.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rng": capture_rng_state(), "split": {"train": train_idx, "seed": self.seed},
-                            "seconds_per_epoch": history, "metrics": metrics, "best": best,
-                            "genotype": genotype_dict, "network": network, "model_name": name,
-                            "selection": selection, "objective": self.objective.describe(), "world_size": world,
-                        },
-                        checkpoint_path,
-                    )
-                distributed.barrier()  # the other ranks wait for the selection and the checkpoint
-            if not main:
-                return None  # rank 0 alone evaluates; see the class docstring
-            return self._evaluate(folder, device, checkpoint_name=BEST_NAME)
-        except KeyboardInterrupt:
+    def _start(self, run: Run, setup: _Setup, checkpoint: Optional[TrainingCheckpoint]) -> _Progress:
+        """Open the run folder; log the plan of a new run or restore a checkpoint's state."""
+        folder = run.open_folder(write_config_files=checkpoint is None)
+        if checkpoint is None:
+            folder.write_json("genotype.json", setup.genotype.as_dict)
+            held_out = 0 if setup.held_out is None else len(setup.held_out)
+            world = run.world_size
             folder.log(
-                f"interrupted during epoch {len(history) + 1}; the checkpoint of epoch {len(history)} is intact; "
-                f"resume with --resume --run_dir {run_dir}"
+                f"training {setup.genotype.name} from scratch: {self.epochs} epochs, {setup.steps} steps/epoch, batch "
+                f"{self.batch_size}, {len(setup.split['train'])} training + {held_out} "
+                f"held-out images, {count_parameters_millions(setup.model):.3f} M parameters, objective "
+                f"{self.objective.describe()['name']}, device {device_description(run.device)}"
+                + (f", {world} processes ({self.batch_size // world} examples each per batch)" if world > 1 else "")
             )
-            raise
-        finally:
-            folder.close()
+            folder.log(f"checkpoint selection: {setup.selection}")
+            folder.log(f"genotype: {setup.genotype.genotype}")
+            return _Progress()
+        if checkpoint.step:
+            check_position(
+                checkpoint.position, checkpoint.step, run.checkpoint_path, self.batch_size, run.world_size, setup.steps
+            )
+        _load_weights(setup.model, checkpoint.model, run.checkpoint_path)
+        setup.sgd.load_state_dict(checkpoint.optimizer)
+        setup.scheduler.load_state_dict(checkpoint.scheduler)
+        restore_rng_state(checkpoint.rng)
+        run.epochs_done = checkpoint.epoch
+        folder.log(
+            f"resumed from {run.checkpoint_path} after epoch {checkpoint.epoch}"
+            + (f", step {checkpoint.step} of epoch {checkpoint.epoch + 1}" if checkpoint.step else "")
+            + (f" on {run.world_size} process(es), written by {checkpoint.world_size}"
+               if run.world_size != checkpoint.world_size else "")
+        )
+        return _Progress(
+            checkpoint.epoch, list(checkpoint.seconds_per_epoch), dict(checkpoint.metrics), dict(checkpoint.best),
+            checkpoint.step, dict(checkpoint.position),
+        )
+
+    def _epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> None:
+        """One epoch: the space's schedule, training steps, selection, logs, ``best.pt`` and the checkpoint."""
+        model = setup.model
+        if not progress.step:  # a run resumed inside the epoch has its generators' states already
+            run.seed_epoch(self.seed, epoch)  # each rank its own noise (drop path, PGD starts)
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        self.space.set_epoch(model, epoch, self.epochs)
+        metrics = distributed.all_reduce_mean(self._train_epoch(run, setup, progress, epoch))
+        run.check_finite(metrics, epoch)  # after the reduction: every rank stops together
+        metrics["lr"] = float(setup.sgd.param_groups[0]["lr"])
+        setup.scheduler.step()
+        if run.world_size > 1:
+            _average_running_statistics(model)
+            distributed.check_identical([*model.parameters(), *model.buffers()], "network weights or BatchNorm statistics")
+        value: Optional[float] = None
+        if setup.held_out is not None and run.main:
+            value = attack_accuracy(
+                model, setup.held_out, setup.selector, self.evaluation.batch_size, run.device, self.seed,
+                self.selection_max_examples,
+            )
+            metrics["selection/accuracy"] = value
+        seconds = run.seconds_since(started)
+        progress.epoch = epoch + 1
+        progress.seconds_per_epoch.append(seconds)
+        metrics["epoch_seconds"] = seconds
+        progress.metrics = metrics
+        if run.main:
+            improved = not progress.best or value is None or value > progress.best["value"]
+            if improved:
+                progress.best = {"epoch": epoch + 1, "value": value}
+                self._best(setup, epoch, value).save(run.path / BEST_NAME)
+            run.folder.scalars(metrics, epoch + 1)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            run.folder.log(f"epoch {epoch + 1}/{self.epochs}: {shown}{' (best so far)' if improved else ''}")
+            self._checkpoint(setup, progress, run.world_size).save(run.checkpoint_path)
+        distributed.barrier()  # the other ranks wait for the selection and the checkpoint
+        run.epochs_done = epoch + 1
+
+    def _best(self, setup: _Setup, epoch: int, value: Optional[float]) -> BestWeights:
+        return BestWeights(
+            epoch=epoch + 1, model=setup.model.state_dict(), selection={"metric": setup.selection, "value": value},
+            genotype=setup.genotype.as_dict, network=setup.network, model_name=setup.genotype.name,
+        )
+
+    def _checkpoint(self, setup: _Setup, progress: _Progress, world: int) -> TrainingCheckpoint:
+        return TrainingCheckpoint(
+            step=progress.step, position=progress.position, epoch=progress.epoch, model=setup.model.state_dict(), optimizer=setup.sgd.state_dict(),
+            scheduler=setup.scheduler.state_dict(), rng=capture_rng_state(), split=setup.split,
+            seconds_per_epoch=progress.seconds_per_epoch, metrics=progress.metrics, best=progress.best,
+            genotype=setup.genotype.as_dict, network=setup.network, model_name=setup.genotype.name,
+            selection=setup.selection, objective=self.objective.describe(), world_size=world,
+        )
 
     def evaluate_run(self, run_dir: os.PathLike[str] | str, checkpoint: str = "best") -> TrainResult:
         """Evaluate a finished (or interrupted) training run again, rewriting its results files.
@@ -527,18 +536,18 @@ class Trainer:
             folder.close()
 
     def _evaluate(self, folder: RunFolder, device: torch.device, checkpoint_name: str) -> TrainResult:
-        training = load_checkpoint(folder.path / CHECKPOINT_NAME, CHECKPOINT_FORMAT)
-        if checkpoint_name == BEST_NAME:
-            state = load_checkpoint(folder.path / BEST_NAME, BEST_FORMAT)
-        else:
-            state = training
-        genotype = self.space.genotype_from_dict(state["genotype"])
-        model = self._build(genotype, state["network"]).to(device)
-        model.load_state_dict(state["model"])
-        name = self.model_name or state["model_name"]
+        """Evaluate ``checkpoint_name`` on the test set; write ``results.json`` and ``results.md``."""
+        training = TrainingCheckpoint.load(folder.path / CHECKPOINT_NAME)
+        state: Union[TrainingCheckpoint, BestWeights] = (
+            BestWeights.load(folder.path / BEST_NAME) if checkpoint_name == BEST_NAME else training
+        )
+        genotype = self.space.genotype_from_dict(state.genotype)
+        model = self._build(genotype, state.network).to(device)
+        _load_weights(model, state.model, folder.path / checkpoint_name)
+        name = self.model_name or state.model_name
         test_images = self.data.load_test()  # the only place that reads the test set
         folder.log(
-            f"evaluating {checkpoint_name} (epoch {state['epoch']}) on "
+            f"evaluating {checkpoint_name} (epoch {state.epoch}) on "
             f"{min(len(test_images), self.evaluation.max_examples or len(test_images))} test images "
             f"({test_images.name}): clean, {', '.join(attack_label(a) for a in self.evaluation.attacks)}"
         )
@@ -547,74 +556,115 @@ class Trainer:
         evaluate_seconds = time.perf_counter() - started
         for line in report.warnings():
             folder.logger.warning(line)
-        history = list(training["seconds_per_epoch"])
-        best = training["best"]
         params = count_parameters_millions(model)
-        processes = int(training.get("world_size", 1))  # of the last epoch; older checkpoints: 1
-        payload = {
+        payload = self._results_payload(training, state, checkpoint_name, name, genotype, params, test_images.name, device)
+        payload["evaluation"] = report.as_dict()
+        payload["seconds"]["evaluate"] = evaluate_seconds
+        write_results(folder.path, payload)
+        self._log_results(folder, name, report, state.epoch)
+        history = list(training.seconds_per_epoch)
+        return TrainResult(
+            model_name=name, genotype=genotype, epochs=training.epoch, best_epoch=state.epoch,
+            selection_value=training.best.get("value"), seconds_per_epoch=history, train_seconds=float(sum(history)),
+            evaluate_seconds=evaluate_seconds, params_millions=params, report=report, run_dir=folder.path,
+        )
+
+    def _results_payload(
+        self,
+        training: TrainingCheckpoint,
+        state: Union[TrainingCheckpoint, BestWeights],
+        checkpoint_name: str,
+        name: str,
+        genotype: Any,
+        params: float,
+        data_name: str,
+        device: torch.device,
+    ) -> Dict[str, Any]:
+        """``results.json`` without the evaluation itself (added by the caller)."""
+        processes = training.world_size  # of the last epoch
+        history = list(training.seconds_per_epoch)
+        return {
             "model": name,
-            "genotype": state["genotype"],
+            "genotype": state.genotype,
             "genotype_text": str(genotype),
             "params_millions": params,
-            "data": test_images.name,
-            "checkpoint": f"{checkpoint_name} (epoch {state['epoch']} of {training['epoch']} trained)",
+            "data": data_name,
+            "checkpoint": f"{checkpoint_name} (epoch {state.epoch} of {training.epoch} trained)",
             "seed": self.seed,
             "device": device_description(device) + (f" (trained on {processes} processes)" if processes > 1 else ""),
             "training": {
-                "objective": training["objective"],
-                "epochs": int(training["epoch"]),
+                "objective": training.objective,
+                "epochs": training.epoch,
                 "processes": processes,
-                "selection": training["selection"],
-                "best_epoch": best.get("epoch"),
-                "selection_value": best.get("value"),
+                "selection": training.selection,
+                "best_epoch": training.best.get("epoch"),
+                "selection_value": training.best.get("value"),
                 "seconds_per_epoch": history,
-                "final_metrics": training.get("metrics", {}),
+                "final_metrics": training.metrics,
             },
-            "evaluation": report.as_dict(),
-            "seconds": {"train": float(sum(history)), "evaluate": evaluate_seconds},
+            "evaluation": {},
+            "seconds": {"train": float(sum(history)), "evaluate": 0.0},
         }
-        write_results(folder.path, payload)
-        folder.scalars({f"test/{k}": v for k, v in {"clean": report.clean, **report.attacks}.items()}, int(state["epoch"]))
-        folder.writer.add_text("results", (folder.path / "results.md").read_text(), int(state["epoch"]))
-        shown = ", ".join(f"{attack_label(k)} {100 * v:.2f}%" for k, v in {"clean": report.clean, **report.attacks}.items())
+
+    @staticmethod
+    def _log_results(folder: RunFolder, name: str, report: RobustnessReport, epoch: int) -> None:
+        accuracies = {"clean": report.clean, **report.attacks}
+        folder.scalars({f"test/{k}": v for k, v in accuracies.items()}, epoch)
+        folder.writer.add_text("results", (folder.path / "results.md").read_text(), epoch)
+        shown = ", ".join(f"{attack_label(k)} {100 * v:.2f}%" for k, v in accuracies.items())
         folder.log(
             f"{name}: {shown} on {report.examples} test images; sanity {'passed' if report.sane else 'FAILED'}; "
             f"results in {folder.path / 'results.md'}"
         )
-        return TrainResult(
-            model_name=name, genotype=genotype, epochs=int(training["epoch"]), best_epoch=int(state["epoch"]),
-            selection_value=best.get("value"), seconds_per_epoch=history, train_seconds=float(sum(history)),
-            evaluate_seconds=evaluate_seconds, params_millions=params, report=report, run_dir=folder.path,
-        )
 
-    def _train_epoch(
-        self, model: nn.Module, sgd: torch.optim.SGD, loader: BatchLoader, epoch: int, steps: int
-    ) -> Dict[str, float]:
+    def _train_epoch(self, run: Run, setup: _Setup, progress: _Progress, epoch: int) -> Dict[str, float]:
+        """The epoch's training steps (from a mid-epoch checkpoint's step); returns this rank's mean metrics.
+
+        A resumed epoch regenerates the skipped batches and continues with the checkpoint's
+        partial metric sums, as the search does.
+        """
+        model, sgd, steps, first = setup.model, setup.sgd, setup.steps, progress.step
         model.train()
-        meter = MetricMeter()
+        meter = MetricMeter.from_state(progress.position["meter"], run.device) if first else MetricMeter()
+        started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
+        schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
         clip = self.optimizer.grad_clip
-        batches = itertools.islice(loader.epoch(epoch), steps)
-        progress = tqdm(
-            batches, total=steps, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False,
-            disable=None if distributed.is_main_process() else True,
+        batches = itertools.islice(setup.loader.epoch(epoch), first, steps)
+        bar = tqdm(
+            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False,
+            disable=None if run.main else True,
         )
-        for x, y in progress:
+        for step, (x, y) in enumerate(bar, start=first + 1):
             sgd.zero_grad(set_to_none=True)
-            output = self.objective(model, x, y, self.auxiliary_weight)
+            output = self.objective(model, x, y)
             output.loss.backward()
             distributed.average_gradients(model.parameters())  # before clipping: every rank clips alike
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             sgd.step()
             meter.update(output.metrics, weight=int(y.shape[0]))
+            if run.world_size == 1 and schedule.due(step, steps):
+                progress.step = step
+                progress.position = {
+                    "batch_size": self.batch_size, "world_size": 1, "steps": steps, "meter": meter.state_dict(),
+                    "seconds": time.perf_counter() - started,
+                }
+                self._checkpoint(setup, progress, 1).save(run.checkpoint_path)
+                schedule.written()
+        progress.step, progress.position = 0, {}
         return meter.means()
 
 
-def _launch_world_size() -> int:
-    """The number of processes of this run: the process group's, else ``torchrun``'s ``WORLD_SIZE``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return distributed.world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def _load_weights(model: nn.Module, state: Mapping[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights; a network of another shape fails in one line naming the file."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{path} holds the weights of another network than the space's configuration builds ({first}); "
+            f"use the run's own config.gin"
+        ) from None
 
 
 def _average_running_statistics(model: nn.Module) -> None:
@@ -628,13 +678,3 @@ def _average_running_statistics(model: nn.Module) -> None:
         if buffer_name.rsplit(".", 1)[-1] in ("running_mean", "running_var") and buffer.is_floating_point()
     ]
     distributed.average_tensors(statistics)
-
-
-def _write_config(folder: RunFolder) -> None:
-    operative = gin.operative_config_str()
-    full = gin.config_str()
-    if full.strip():
-        (folder.path / "config.gin").write_text(full)
-    if operative.strip():
-        (folder.path / "operative_config.gin").write_text(operative)
-        folder.writer.add_text("config/operative", "    " + operative.replace("\n", "\n    "), 0)

@@ -13,11 +13,12 @@ Typical use::
 from rnasframe.spaces.darts import genotypes
 from rnasframe.spaces.darts.genotypes import PRIMITIVES, Genotype, derive_genotype
 from rnasframe.spaces.darts.network import DartsNetwork
-from rnasframe.spaces.darts.space import DartsSpace
+from rnasframe.spaces.darts.space import DartsNetworkConfig, DartsSpace
 from rnasframe.spaces.darts.supernet import DartsSupernet
 
 __all__ = [
     "DartsNetwork",
+    "DartsNetworkConfig",
     "DartsSpace",
     "DartsSupernet",
     "Genotype",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import stochastic_depth
 
-from rnasframe.interfaces.search_space import InputSpec
+from rnasframe.interfaces.search_space import InputSpec, NetworkOutput
 from rnasframe.modules import Normalize
 from rnasframe.spaces.darts.genotypes import Genotype, validate_genotype
 from rnasframe.spaces.darts.operations import FactorizedReduce, Identity, ReLUConvBN, make_op
@@ -18,21 +19,17 @@ __all__ = ["drop_path", "Cell", "AuxiliaryHead", "DartsNetwork"]
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:
     """Zero whole samples of ``x`` with probability ``drop_prob`` and rescale the kept ones.
 
-    This is DARTS' ``drop_path`` (per-sample: one Bernoulli draw per sample, shared by all its
-    channels and pixels), written out of place.
+    DARTS' ``drop_path`` (per sample: one Bernoulli draw per sample, shared by all its channels
+    and pixels), computed by torchvision's ``torchvision.ops.stochastic_depth`` in ``"row"`` mode.
 
     Args:
         x: a ``(N, C, H, W)`` batch.
         drop_prob: probability in ``[0, 1)`` of dropping a sample.
 
     Returns:
-        ``x * mask / (1 - drop_prob)``.
+        ``x * (mask / (1 - drop_prob))``.
     """
-    if drop_prob <= 0.0:
-        return x
-    keep_prob = 1.0 - drop_prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep_prob)
-    return x * mask / keep_prob
+    return stochastic_depth(x, drop_prob, "row", training=True)
 
 
 class Cell(nn.Module):
@@ -139,15 +136,16 @@ class DartsNetwork(nn.Module):
     average pooling and a linear classifier. With ``auxiliary=True`` an :class:`AuxiliaryHead`
     reads the output of cell ``2 * layers // 3``.
 
-    Output convention: ``forward(x)`` always returns the logits only, so attacks and evaluation
-    can use the network as a plain classifier. In training mode with ``auxiliary=True``, the
-    auxiliary logits of that forward pass are stored in :attr:`aux_logits` (``None`` after an
-    eval-mode pass or without the head); read them right after the forward pass, e.g.
-    ``loss = ce(net(x), y) + w * ce(net.aux_logits, y)``. They are not kept in copies or pickles.
+    Output convention (torchvision's ``GoogLeNetOutputs`` style): in training mode with
+    ``auxiliary=True``, ``forward(x)`` returns a :class:`~rnasframe.interfaces.NetworkOutput`
+    ``(logits, aux_logits)``; otherwise (eval mode, or no head) the logits alone, so attacks and
+    evaluation use the network as a plain classifier. Read outputs with
+    :func:`~rnasframe.interfaces.split_output`.
 
     Drop path (DARTS' per-sample ``drop_path``, not applied to identity operations) is active in
-    training mode only, with probability :attr:`drop_path_prob`, which training loops may change
-    between epochs.
+    training mode only, with probability :attr:`drop_path_prob`;
+    :meth:`DartsSpace.set_epoch <rnasframe.spaces.darts.DartsSpace.set_epoch>` ramps it between
+    epochs.
 
     Args:
         genotype: the architecture (validated here).
@@ -194,7 +192,6 @@ class DartsNetwork(nn.Module):
         self.layers = layers
         self.auxiliary = auxiliary
         self.drop_path_prob = drop_path_prob
-        self.aux_logits: Optional[Tensor] = None
         self._aux_index = 2 * layers // 3
 
         self.normalize = Normalize(spec.mean, spec.std)
@@ -237,22 +234,21 @@ class DartsNetwork(nn.Module):
             raise ValueError(f"DartsNetwork.drop_path_prob must be a number in [0, 1), got {value!r}")
         self._drop_path_prob = float(value)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Return the logits of a batch of ``[0, 1]`` images; see :attr:`aux_logits` for the head's."""
-        self.aux_logits = None
+    def forward(self, x: Tensor) -> Union[Tensor, NetworkOutput]:
+        """Return the logits of a batch of ``[0, 1]`` images, with the auxiliary ones in training mode.
+
+        Returns:
+            ``NetworkOutput(logits, aux_logits)`` in training mode when the network has the
+            auxiliary head; the logits tensor otherwise.
+        """
+        aux_logits: Optional[Tensor] = None
         s0 = s1 = self.stem(self.normalize(x))
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self._drop_path_prob)
             if i == self._aux_index and self.auxiliary_head is not None and self.training:
-                self.aux_logits = self.auxiliary_head(s1)
-        out = self.global_pooling(s1)
-        return self.classifier(out.flatten(1))
-
-    def __getstate__(self) -> Dict[str, Any]:
-        """Pickle/copy state without the last auxiliary logits (a non-leaf tensor)."""
-        state = super().__getstate__()
-        state["aux_logits"] = None
-        return state
+                aux_logits = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits if aux_logits is None else NetworkOutput(logits, aux_logits)
 
     def extra_repr(self) -> str:
         """Summarize the hyperparameters in ``repr``."""

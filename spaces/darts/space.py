@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import attrs
 import gin
 import numpy as np
+from torch import nn
 
 from rnasframe.interfaces.search_space import InputSpec, Picture, SearchSpace
 from rnasframe.spaces.darts.genotypes import (
@@ -21,9 +22,33 @@ from rnasframe.spaces.darts.genotypes import (
 )
 from rnasframe.spaces.darts.network import DartsNetwork
 from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
-from rnasframe.validation import positive_int
+from rnasframe.validation import boolean, in_closed_range, positive_int
 
-__all__ = ["DartsSpace"]
+__all__ = ["DartsSpace", "DartsNetworkConfig"]
+
+
+@gin.configurable
+@attrs.define(frozen=True)
+class DartsNetworkConfig:
+    """How :meth:`DartsSpace.network` builds the stand-alone network of a genotype.
+
+    Defaults are DARTS' CIFAR-10 evaluation (the paper's section 4.2): 20 cells of 36 initial
+    channels, the auxiliary head, drop path 0.3 ramped linearly over the epochs by
+    :meth:`DartsSpace.set_epoch`. In gin: ``DartsNetworkConfig.channels = 36``.
+
+    Args:
+        channels: ``C``, channels of the first cells.
+        layers: number of cells (reductions at 1/3 and 2/3 of the depth).
+        auxiliary: whether to build the auxiliary head (its loss weight is the training
+            objective's ``auxiliary_weight``).
+        drop_path_prob: drop path probability of the last epoch; epoch ``e`` of ``E`` (from 0)
+            uses ``drop_path_prob * e / E``.
+    """
+
+    channels: int = attrs.field(default=36, validator=positive_int)
+    layers: int = attrs.field(default=20, validator=positive_int)
+    auxiliary: bool = attrs.field(default=True, validator=boolean)
+    drop_path_prob: float = attrs.field(default=0.3, validator=in_closed_range(0.0, 0.99, "a probability below 1"))
 
 
 def _multiplier_at_most_steps(
@@ -64,6 +89,8 @@ class DartsSpace(SearchSpace):
             equivalent to the plain one; ``SupernetOptions.plain()`` is DARTS' straightforward
             implementation). Parameters and ``state_dict`` keys do not depend on it. In gin:
             ``SupernetOptions.channels_last = False``, or ``DartsSpace.options = @SupernetOptions()``.
+        network_config: how stand-alone networks are built (width, depth, auxiliary head,
+            drop path; default: DARTS' CIFAR-10 evaluation, :class:`DartsNetworkConfig`).
     """
 
     channels: int = attrs.field(default=16, validator=positive_int)
@@ -73,6 +100,9 @@ class DartsSpace(SearchSpace):
     stem_multiplier: int = attrs.field(default=3, validator=positive_int)
     options: SupernetOptions = attrs.field(
         factory=SupernetOptions, validator=attrs.validators.instance_of(SupernetOptions)
+    )
+    network_config: DartsNetworkConfig = attrs.field(
+        factory=DartsNetworkConfig, validator=attrs.validators.instance_of(DartsNetworkConfig)
     )
 
     def supernet(
@@ -100,27 +130,16 @@ class DartsSpace(SearchSpace):
         )
 
     def network(
-        self,
-        genotype: Genotype,
-        num_classes: int = 10,
-        input_spec: Optional[InputSpec] = None,
-        *,
-        channels: int = 36,
-        layers: int = 20,
-        auxiliary: bool = True,
-        drop_path_prob: float = 0.0,
+        self, genotype: Genotype, num_classes: int = 10, input_spec: Optional[InputSpec] = None
     ) -> DartsNetwork:
-        """Build the stand-alone network of ``genotype``.
+        """Build the stand-alone network of ``genotype`` as :attr:`network_config` says.
+
+        Drop path starts at 0; :meth:`set_epoch` sets it for each training epoch.
 
         Args:
             genotype: the architecture; it must have :attr:`steps` intermediate nodes per cell.
             num_classes: number of classes.
             input_spec: input shape and normalization (default: 3x32x32, identity normalization).
-            channels: ``C`` of the network (36 in DARTS' CIFAR-10 evaluation).
-            layers: number of cells (20 in DARTS' CIFAR-10 evaluation).
-            auxiliary: whether to add the auxiliary head (see :class:`DartsNetwork` for how its
-                logits are returned).
-            drop_path_prob: initial drop path probability in ``[0, 1)``.
 
         Returns:
             The network, in training mode.
@@ -130,16 +149,32 @@ class DartsSpace(SearchSpace):
         """
         _check_num_classes(num_classes)
         checked = validate_genotype(genotype, steps=self.steps)
+        config = self.network_config
         return DartsNetwork(
             checked,
             num_classes=num_classes,
-            channels=channels,
-            layers=layers,
-            auxiliary=auxiliary,
-            drop_path_prob=drop_path_prob,
+            channels=config.channels,
+            layers=config.layers,
+            auxiliary=config.auxiliary,
+            drop_path_prob=0.0,
             stem_multiplier=self.stem_multiplier,
             input_spec=input_spec,
         )
+
+    def set_epoch(self, network: nn.Module, epoch: int, epochs: int) -> None:
+        """DARTS' drop path schedule: epoch ``epoch`` (from 0) of ``epochs`` uses ``p * epoch / epochs``.
+
+        ``p`` is :attr:`network_config`'s ``drop_path_prob``.
+
+        Raises:
+            TypeError: ``network`` is not a :class:`DartsNetwork`.
+            ValueError: ``epoch`` is not in ``[0, epochs)``.
+        """
+        if not isinstance(network, DartsNetwork):
+            raise TypeError(f"DartsSpace.set_epoch needs a DartsNetwork (built by network()), got {type(network).__name__}")
+        if not 0 <= epoch < epochs:
+            raise ValueError(f"epoch must be in [0, epochs={epochs}), got {epoch}")
+        network.drop_path_prob = self.network_config.drop_path_prob * epoch / epochs
 
     def genotype_to_dict(self, genotype: Genotype) -> Dict[str, Any]:
         """Return the JSON-serializable form of ``genotype``.
