@@ -330,7 +330,7 @@ class SharedDraw:
 
     :meth:`capture` records the state of the CPU generator and of the CUDA generators of the given
     tensors' devices; every ``with draw.replay():`` block then starts from exactly that state and
-    leaves the generators as they were outside it (:func:`torch.random.fork_rng`). Perturbations
+    leaves the generators as they were outside it (``torch.random.fork_rng``). Perturbations
     draw from these global generators, so evaluations inside ``replay`` blocks see the same noise
     and the same PGD random start (for inputs of the same shape).
 

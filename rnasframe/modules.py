@@ -70,7 +70,7 @@ def pointwise_conv2d(
 class PointwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(c_in, c_out, 1, stride=stride, padding=0)`` computed by :func:`pointwise_conv2d`.
 
-    A drop-in :class:`torch.nn.Conv2d` (same parameters, ``state_dict`` keys and ``repr``) whose
+    A drop-in ``torch.nn.Conv2d`` (same parameters, ``state_dict`` keys and ``repr``) whose
     strided forward never reaches the faulty narrow-channel kernel described there.
 
     Args:
