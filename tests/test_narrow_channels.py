@@ -105,10 +105,11 @@ def test_narrow_default_supernet_searches_like_the_plain_path(channels: int) -> 
                 plain.zero_grad(set_to_none=True)
                 F.cross_entropy(net(x), y).backward()
                 F.cross_entropy(plain(x), y).backward()
-                # float32 (float64 never reaches oneDNN). Both gradient vectors as a whole: in a
-                # width-2 network a BatchNorm over a nearly constant channel can magnify the
-                # rounding of single tensors to ~1e-2 (other summation orders than the plain
-                # path's), whole vectors stayed below ~2e-3; the faulty kernel's were wrong by O(1).
+                # float32 (float64 never reaches oneDNN), both gradient vectors as a whole. The
+                # two paths sum in different orders; where a ReLU input lies within rounding of 0
+                # they can take different sides of the kink, and in a width-2 network with batch
+                # 8 one such element moves the whole gradient by up to ~2e-2 (seen in 2 of 10
+                # random runs; this seed stays below ~2e-3). The faulty kernel's were off by O(1).
                 for group in ("weight_parameters", "arch_parameters"):
                     fast_grad = torch.cat([p.grad.flatten() for p in getattr(net, group)()])
                     plain_grad = torch.cat([p.grad.flatten() for p in getattr(plain, group)()])
