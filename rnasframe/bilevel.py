@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+import contextlib
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 import gin
@@ -15,7 +16,13 @@ from rnasframe.interfaces.bilevel import Batch, BilevelOptimizer
 from rnasframe.interfaces.search_space import Supernet
 from rnasframe.model_state import preserved_buffers
 
-__all__ = ["WeightOptimizerSettings", "ArchOptimizerSettings", "FirstOrderDarts", "SecondOrderDarts"]
+__all__ = [
+    "WeightOptimizerSettings",
+    "ArchOptimizerSettings",
+    "FirstOrderDarts",
+    "SecondOrderDarts",
+    "SharedDraw",
+]
 
 
 def _check_betas(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
@@ -234,6 +241,12 @@ class SecondOrderDarts(_DartsBase):
     objective every ``L`` includes the regularizer, so RNAS-max runs its inner maximization at
     each of the four evaluations.
 
+    One draw per step: the four evaluations start from the same state of torch's random
+    generators (:class:`SharedDraw`), so a random perturbation (uniform noise, PGD's random start)
+    is the same at ``w+`` and ``w-`` and the finite difference differentiates the objective, not
+    the difference of two draws. The generators then continue from where the first evaluation
+    left them, as after one evaluation of a first-order step.
+
     Args:
         weights: SGD settings for ``w``.
         arch: Adam settings for ``alpha``.
@@ -253,9 +266,10 @@ class SecondOrderDarts(_DartsBase):
         saved = [w.detach().clone() for w in weights]
         x_tr, y_tr = train_batch
         x_va, y_va = valid_batch
+        draw = SharedDraw.capture(x_tr, x_va)
         try:
             with preserved_buffers(supernet):
-                train_loss = objective(supernet, x_tr, y_tr).loss
+                train_loss = objective(supernet, x_tr, y_tr).loss  # advances the generators once
                 train_grads = [
                     _zero_if_none(g, w) for g, w in zip(torch.autograd.grad(train_loss, weights, allow_unused=True), weights)
                 ]
@@ -267,12 +281,13 @@ class SecondOrderDarts(_DartsBase):
                         if buffer is not None:
                             direction = direction + momentum * buffer
                         w.sub_(xi * direction)
-                valid_output = objective(supernet, x_va, y_va)
+                with draw.replay():
+                    valid_output = objective(supernet, x_va, y_va)
                 grads = torch.autograd.grad(valid_output.loss, list(alphas) + weights, allow_unused=True)
                 alpha_grads = [_zero_if_none(g, a) for g, a in zip(grads[: len(alphas)], alphas)]
                 vector = [_zero_if_none(g, w) for g, w in zip(grads[len(alphas) :], weights)]
                 average_tensors(alpha_grads + vector)
-                hessian = self._hessian_vector_product(supernet, objective, train_batch, saved, vector)
+                hessian = self._hessian_vector_product(supernet, objective, train_batch, saved, vector, draw)
         finally:
             with torch.no_grad():
                 for w, original in zip(weights, saved):
@@ -290,6 +305,7 @@ class SecondOrderDarts(_DartsBase):
         batch: Batch,
         saved: Sequence[Tensor],
         vector: Sequence[Tensor],
+        draw: "SharedDraw",
     ) -> List[Tensor]:
         """``(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)``, ``w`` restored by the caller."""
         weights, alphas = self._weight_params, self._arch_params
@@ -301,11 +317,50 @@ class SecondOrderDarts(_DartsBase):
             with torch.no_grad():
                 for w, original, v in zip(weights, saved, vector):
                     w.copy_(original + sign * r * v)
-            loss = objective(supernet, x, y).loss
+            with draw.replay():
+                loss = objective(supernet, x, y).loss
             grads = [_zero_if_none(g, a) for g, a in zip(torch.autograd.grad(loss, alphas, allow_unused=True), alphas)]
             average_tensors(grads)
             gradients.append(grads)
         return [(gp - gn) / (2 * r) for gp, gn in zip(*gradients)]
+
+
+class SharedDraw:
+    """One state of torch's random generators, replayed for several evaluations of an objective.
+
+    :meth:`capture` records the state of the CPU generator and of the CUDA generators of the given
+    tensors' devices; every ``with draw.replay():`` block then starts from exactly that state and
+    leaves the generators as they were outside it (``torch.random.fork_rng``). Perturbations
+    draw from these global generators, so evaluations inside ``replay`` blocks see the same noise
+    and the same PGD random start (for inputs of the same shape).
+
+    Args:
+        cpu_state: the CPU generator's state.
+        cuda_states: ``{device index: state}`` of the CUDA generators.
+    """
+
+    __slots__ = ("_cpu_state", "_cuda_states")
+
+    def __init__(self, cpu_state: Tensor, cuda_states: Mapping[int, Tensor]) -> None:
+        self._cpu_state = cpu_state
+        self._cuda_states = dict(cuda_states)
+
+    @classmethod
+    def capture(cls, *tensors: Tensor) -> "SharedDraw":
+        """The generators' current state (CPU, and CUDA for the devices ``tensors`` live on)."""
+        devices = sorted(
+            {t.device.index if t.device.index is not None else torch.cuda.current_device() for t in tensors if t.device.type == "cuda"}
+        )
+        return cls(torch.get_rng_state(), {d: torch.cuda.get_rng_state(d) for d in devices})
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block from the captured state; restore the generators' state on exit."""
+        with torch.random.fork_rng(devices=list(self._cuda_states)):
+            torch.set_rng_state(self._cpu_state)
+            for device, state in self._cuda_states.items():
+                torch.cuda.set_rng_state(state, device)
+            yield
 
 
 def _zero_if_none(gradient: Optional[Tensor], like: Tensor) -> Tensor:

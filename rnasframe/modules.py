@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Normalize"]
+__all__ = ["Normalize", "PointwiseConv2d", "pointwise_conv2d"]
 
 
 class Normalize(nn.Module):
@@ -30,3 +31,60 @@ class Normalize(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Return the normalized batch."""
         return (x - self.mean) * self.inv_std
+
+
+def pointwise_conv2d(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: int = 1
+) -> Tensor:
+    """A 1x1 convolution without padding, ``F.conv2d(x, weight, bias, stride)``, safe at any width.
+
+    A stride-``s`` 1x1 convolution reads only the pixels ``x[..., ::s, ::s]``, so it is computed as
+    a stride-1 1x1 convolution of that subsampled view: the same numbers, and it never reaches
+    oneDNN's strided 1x1 backward kernel. That kernel (oneDNN 3.x as shipped with torch 2.14 on
+    AVX2 CPUs) writes past its buffers for channels-last inputs with fewer than 8 channels:
+    heap-corruption aborts, or wrong weight gradients without any error. Every strided 1x1
+    convolution in the library (e.g. the factorized reductions of the DARTS space) goes through
+    this function; ``docs/performance.md`` gives its speed against the native kernel.
+
+    Args:
+        x: ``(N, C_in, H, W)`` input, any memory format.
+        weight: ``(C_out, C_in, 1, 1)`` kernel.
+        bias: optional ``(C_out,)`` bias.
+        stride: the stride ``s >= 1`` (the same along both axes); the output is
+            ``ceil(H / s) x ceil(W / s)``.
+
+    Raises:
+        ValueError: if the kernel is not 1x1 or the stride is not a positive integer.
+    """
+    if weight.dim() != 4 or weight.shape[-2:] != (1, 1):
+        raise ValueError(
+            f"pointwise_conv2d needs a (C_out, C_in, 1, 1) kernel, got shape {tuple(weight.shape)}"
+        )
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"pointwise_conv2d needs an integer stride >= 1, got {stride!r}")
+    if stride != 1:
+        x = x[..., ::stride, ::stride]
+    return F.conv2d(x, weight, bias)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(c_in, c_out, 1, stride=stride, padding=0)`` computed by :func:`pointwise_conv2d`.
+
+    A drop-in ``torch.nn.Conv2d`` (same parameters, ``state_dict`` keys and ``repr``) whose
+    strided forward never reaches the faulty narrow-channel kernel described there.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: spatial stride (both axes).
+        bias: whether the convolution has a learnable bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, bias: bool = True) -> None:
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"PointwiseConv2d needs an integer stride >= 1, got {stride!r}")
+        super().__init__(in_channels, out_channels, 1, stride=stride, padding=0, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the convolution of ``x``."""
+        return pointwise_conv2d(x, self.weight, self.bias, self.stride[0])

@@ -123,6 +123,8 @@ TORCH: List[Tuple[str, str, str]] = [
     ("torch.nn.functional.kl_div", "py:function", "generated/torch.nn.functional.kl_div.html#torch.nn.functional.kl_div"),
     ("torch.nn.Sequential", "py:class", "generated/torch.nn.Sequential.html#torch.nn.Sequential"),
     ("torch.nn.modules.container.Sequential", "py:class", "generated/torch.nn.Sequential.html#torch.nn.Sequential"),
+    ("torch.nn.Conv2d", "py:class", "generated/torch.nn.Conv2d.html#torch.nn.Conv2d"),
+    ("torch.nn.modules.conv.Conv2d", "py:class", "generated/torch.nn.Conv2d.html#torch.nn.Conv2d"),
     ("torch.nn.Parameter", "py:class", "generated/torch.nn.parameter.Parameter.html#torch.nn.parameter.Parameter"),
     ("torch.nn.parameter.Parameter", "py:class", "generated/torch.nn.parameter.Parameter.html#torch.nn.parameter.Parameter"),
     # The page of BatchNorm2d documents the class only; its forward is inherited and has no anchor.

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnasframe.modules import PointwiseConv2d
 from rnasframe.spaces.darts.genotypes import PRIMITIVES
 
 __all__ = [
@@ -139,6 +140,8 @@ class FactorizedReduce(nn.Module):
     ReLU, then ``concat(conv_1(x), conv_2(x shifted by one pixel))``, then BatchNorm. The shifted
     copy is zero-padded by one row and column at the bottom-right, so odd sizes work too; for even
     sizes the padding is never sampled and the result is exactly DARTS' ``x[:, :, 1:, 1:]``.
+    The convolutions are :class:`~rnasframe.modules.PointwiseConv2d` (stride-1 convolutions of the
+    subsampled input: the same numbers, safe for narrow channels-last inputs).
 
     Args:
         c_in: input channels.
@@ -151,8 +154,8 @@ class FactorizedReduce(nn.Module):
         if c_out % 2 != 0:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_1 = PointwiseConv2d(c_in, c_out // 2, stride=2, bias=False)
+        self.conv_2 = PointwiseConv2d(c_in, c_out // 2, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:

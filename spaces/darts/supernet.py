@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from rnasframe import validation
 from rnasframe.interfaces.search_space import InputSpec, Supernet
-from rnasframe.modules import Normalize
+from rnasframe.modules import Normalize, pointwise_conv2d
 from rnasframe.spaces.darts import fastops
 from rnasframe.spaces.darts.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from rnasframe.spaces.darts.operations import (
@@ -242,7 +242,11 @@ def _reduce_body(op: FactorizedReduce, relu_x: Tensor) -> Tensor:
     if relu_x.shape[-2] % 2 or relu_x.shape[-1] % 2:
         # Odd sizes sample the padding; even sizes never do, so the copy is skipped.
         shifted = F.pad(shifted, (0, 1, 0, 1))
-    return torch.cat([op.conv_1(relu_x), op.conv_2(shifted)], dim=1)
+    # pointwise_conv2d, not the modules' own forward: the native strided 1x1 kernel is unsafe for
+    # narrow channels-last inputs (see rnasframe.modules.pointwise_conv2d).
+    first = pointwise_conv2d(relu_x, op.conv_1.weight, stride=2)
+    second = pointwise_conv2d(shifted, op.conv_2.weight, stride=2)
+    return torch.cat([first, second], dim=1)
 
 
 def _is_depthwise(conv: nn.Conv2d) -> bool:
