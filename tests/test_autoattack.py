@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnasframe.data import DigitsSource, LabeledImages
-from rnasframe.robustness import AutoAttackStandard, RobustnessEvaluation
+from rnasframe.perturbations import FGSM, PGD, L2Ball, LinfBall
+from rnasframe.robustness import AutoAttack, RobustnessEvaluation, cross_entropy_objective
 
 pytest.importorskip("pyautoattack", reason="the optional extra rnasframe[autoattack] is not installed")
 
@@ -47,10 +48,12 @@ def trained() -> Tuple[nn.Module, LabeledImages]:
 @pytest.mark.slow
 def test_linf_autoattack_is_the_strongest(trained: Tuple[nn.Module, LabeledImages]) -> None:
     model, test = trained
+    ball = LinfBall(0.15)  # on these digits: clean 0.98, FGSM 0.29, PGD-20 0.23, AutoAttack 0.21
+    pgd = PGD(ball, steps=20, step_size=2.5 * 0.15 / 20)
     evaluation = RobustnessEvaluation(
-        epsilon=0.15,  # on these digits: clean 0.98, FGSM 0.29, PGD-20 0.23, AutoAttack 0.21
-        attacks=("fgsm", "pgd20", "autoattack"),
-        pgd_step_size=2.5 * 0.15 / 20,
+        epsilon=0.15,
+        attacks=(FGSM(ball), pgd, AutoAttack(ball)),
+        sweep_attack=pgd,
         max_examples=EXAMPLES,
         sweep_fractions=(),
     )
@@ -68,8 +71,8 @@ def test_l2_autoattack_runs_inside_its_ball(trained: Tuple[nn.Module, LabeledIma
     model, test = trained
     x = test.pixels(torch.arange(8))  # few images: the points AutoAttack cannot break cost most
     y = test.labels[:8]
-    attack = AutoAttackStandard(epsilon=0.5, norm="L2")
-    adversarial = attack(model, x, y)
+    attack = AutoAttack(L2Ball(0.5))
+    adversarial = attack(x, cross_entropy_objective(model, y), model)
     assert adversarial.shape == x.shape
     distances = (adversarial - x).flatten(1).norm(dim=1)
     assert bool((distances <= 0.5 + 1e-4).all()), distances.max()

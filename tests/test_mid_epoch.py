@@ -147,7 +147,7 @@ def _trainer(**overrides: Any) -> Trainer:
         space=DartsSpace(network_config=DartsNetworkConfig(channels=2, layers=3, drop_path_prob=0.3)),
         genotype="DARTS_V2", data=DigitsSource(), objective=_StoppingTraining(), epochs=2, batch_size=16,
         augmentation=Augmentation(crop_padding=1, horizontal_flip=False, cutout=2), max_steps_per_epoch=4,
-        selection="clean", selection_max_examples=16, evaluation=RobustnessEvaluation(max_examples=16),
+        selection=None, selection_max_examples=16, evaluation=RobustnessEvaluation(max_examples=16),
         seed=4, device="cpu",
     )
     settings.update(overrides)

@@ -101,7 +101,7 @@ def _trainer(objective: str) -> Trainer:
         batch_size=16,
         augmentation=Augmentation(crop_padding=1, horizontal_flip=False, cutout=2),
         max_steps_per_epoch=3,
-        selection="clean",
+        selection=None,
         selection_max_examples=24,
         evaluation=RobustnessEvaluation(max_examples=24),
         seed=5,
