@@ -399,7 +399,13 @@ def _wave(
     scale2 = wave.scales(mixing, cell.reduction, 1, c, device, ops)
     b2 = _batch_norm(_cat(parts), wave.stats2, scale2)  # type: ignore[arg-type]
     hh, ww = b2.shape[-2:]
-    total = b2.view(n, wave.kinds2 * m, e, c, hh, ww).sum(1)
+    if channels_last:
+        # Reduce in the NHWC layout, so that the gradient reaching the BatchNorm is channels-last
+        # like its input: torch 2.14's CPU batch-norm backward gives wrong input and weight
+        # gradients for a channels-last input with a contiguous (NCHW) output gradient.
+        total = b2.permute(0, 2, 3, 1).view(n, hh, ww, wave.kinds2 * m, e, c).sum(3).permute(0, 3, 4, 1, 2)
+    else:
+        total = b2.view(n, wave.kinds2 * m, e, c, hh, ww).sum(1)
     if s == 1:
         skip = wave.scales(mixing, cell.reduction, 0, c, device, ops)
         identity = (x * skip.view(1, -1, 1, 1)).view(n, m, e, c, hh, ww)
