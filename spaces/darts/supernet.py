@@ -92,6 +92,14 @@ class SupernetOptions:
             kernel, about a quarter of the operators per search iteration of the fused path (what
             bounds the speed on a GPU). Takes precedence over ``fused_edges``; uses
             ``channels_last`` and ``depthwise`` like the fused path.
+        cuda_graphs: *experimental, not yet validated on a GPU*: run the forward (and its
+            backward) as CUDA graphs through ``torch.compile(mode="reduce-overhead")``, which
+            copies each input into a static buffer and replays the captured kernels, so that the
+            host launches one graph instead of thousands of operators. CUDA only (a CPU input
+            raises :class:`RuntimeError`); needs Triton; recompiles (and captures again) when the
+            parameters' ``requires_grad`` flags, the train/eval mode or the input shape change,
+            so the alpha-step, the w-step and the PGD loop each get their own graphs.
+            ``benchmarks/gpu_check.sh`` compares it with the eager paths.
     """
 
     fused_edges: bool = attrs.field(default=True, validator=validation.boolean)
@@ -100,6 +108,7 @@ class SupernetOptions:
     compile: bool = attrs.field(default=False, validator=validation.boolean)
     bf16_autocast: bool = attrs.field(default=False, validator=validation.boolean)
     lean: bool = attrs.field(default=True, validator=validation.boolean)
+    cuda_graphs: bool = attrs.field(default=False, validator=validation.boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.depthwise and not self.fused_edges:
@@ -118,6 +127,7 @@ class SupernetOptions:
             compile=False,
             bf16_autocast=False,
             lean=False,
+            cuda_graphs=False,
         )
 
 
@@ -612,31 +622,41 @@ class DartsSupernet(Supernet):
 
     def _dispatch(self, x: Tensor) -> Tensor:
         options = self._options
-        if not options.compile:
+        if options.cuda_graphs and x.device.type != "cuda":
+            raise RuntimeError(
+                "SupernetOptions.cuda_graphs=True captures CUDA graphs and needs a CUDA input; got "
+                f"an input on {x.device}. Use SupernetOptions(cuda_graphs=False) on this device."
+            )
+        if not (options.compile or options.cuda_graphs):
             return self._forward_impl(x, options.fused_edges, options.channels_last, options.depthwise, options.lean)
-        compiled = self._compiled()
+        mode = "reduce-overhead" if options.cuda_graphs else None
+        compiled = self._compiled(mode)
+        if options.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         try:
             return compiled(x, options.fused_edges, options.channels_last, options.depthwise, options.lean)
         except Exception as error:  # noqa: BLE001 - re-raised with the switch named
             if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                switch = "cuda_graphs" if options.cuda_graphs else "compile"
                 raise RuntimeError(
-                    f"SupernetOptions.compile=True: torch.compile failed ({type(error).__name__}: "
+                    f"SupernetOptions.{switch}=True: torch.compile failed ({type(error).__name__}: "
                     f"{str(error).splitlines()[0] if str(error) else ''}). It needs a working inductor "
                     "tool chain (a C++ compiler on CPU, Triton on CUDA); set "
-                    "SupernetOptions(compile=False) to run eagerly."
+                    f"SupernetOptions({switch}=False) to run eagerly."
                 ) from error
             raise
 
-    def _compiled(self) -> Callable[..., Tensor]:
-        compiled = self.__dict__.get("_compiled_forward")
+    def _compiled(self, mode: Optional[str] = None) -> Callable[..., Tensor]:
+        key = "_compiled_forward" if mode is None else f"_compiled_forward_{mode}"
+        compiled = self.__dict__.get(key)
         if compiled is None:
             if not hasattr(torch, "compile"):
                 raise RuntimeError(
                     "SupernetOptions.compile=True needs torch.compile (torch >= 2.0); set "
                     "SupernetOptions(compile=False)"
                 )
-            compiled = torch.compile(self._forward_impl)
-            self.__dict__["_compiled_forward"] = compiled
+            compiled = torch.compile(self._forward_impl, mode=mode)
+            self.__dict__[key] = compiled
         return compiled
 
     def _forward_impl(
@@ -664,7 +684,8 @@ class DartsSupernet(Supernet):
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle/copy state without the compiled forward (it is rebuilt on demand)."""
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
-        state.pop("_compiled_forward", None)
+        for key in [k for k in state if k.startswith("_compiled_forward")]:
+            state.pop(key)
         return state
 
     def arch_parameters(self) -> List[nn.Parameter]:
