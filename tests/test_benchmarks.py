@@ -70,7 +70,7 @@ def test_gpu_check_dry_mode_runs_every_part(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["failed"] == []
-    assert set(report["correctness"]) == {f"{m}/{p}" for m in ("darts", "uniform", "max") for p in ("plain", "fast", "lean", "lean+graphs")}
+    assert set(report["correctness"]) == {f"{m}/{p}" for m in ("darts", "uniform", "max") for p in ("fast", "lean", "lean+graphs")}
     assert report["correctness"]["darts/lean+graphs"]["refused_on_cpu"]
     assert set(report["hours"]) == {"darts", "uniform", "max"} and all(h > 0 for h in report["hours"].values())
     assert report["distributed"]["gloo"]["ok"]
