@@ -9,6 +9,11 @@ outside autograd's backward), backward (run by the autograd engine) and by opera
 count does not depend on the batch or the image size (only on the supernet's structure), so it
 is taken on a batch of 2 small images; ``--check-invariance`` verifies that.
 
+Counts are taken on the CPU *as a GPU would dispatch them* (the default, ``--as-on cuda``): the
+supernet's CPU-only kernel reformulations (``SupernetOptions.depthwise``, which
+``DartsSupernet`` ignores on other devices) are switched off, since operator launches matter on
+the GPU. ``--as-on cpu`` counts what the CPU runs, reformulations included.
+
     python benchmarks/count_ops.py                       # darts, uniform, max at C=16, 8 cells
     python benchmarks/count_ops.py --options fast,lean   # compare implementations
     python benchmarks/count_ops.py --tiny-time           # also: seconds per tiny-supernet iteration
@@ -24,6 +29,7 @@ import sys
 import time
 from typing import Any, Dict, List, Sequence
 
+import attrs
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -76,13 +82,18 @@ def count_iteration(
     batch: int = 2,
     pgd_steps: int = 10,
     second_order: bool = False,
+    as_on: str = "cuda",
 ) -> OpCounter:
     """Count the operators of one search iteration (after one untimed warm-up iteration).
 
     The warm-up creates the optimizers' state (momentum buffers, Adam moments), so the counted
     iteration is a steady-state one.
     """
+    if as_on not in ("cuda", "cpu"):
+        raise ValueError(f"as_on must be 'cuda' or 'cpu', got {as_on!r}")
     run = search_step.SearchRun(method, options, _args(channels, layers, size, batch, pgd_steps, second_order))
+    if as_on == "cuda":  # what DartsSupernet runs on a GPU: no CPU-only reformulations
+        run.supernet.options = attrs.evolve(run.supernet.options, depthwise=False)
     run.step()
     train, valid = run.batch(), run.batch()
     counter = OpCounter()
@@ -107,6 +118,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--pgd-steps", type=int, default=10)
     parser.add_argument("--second-order", action="store_true")
+    parser.add_argument("--as-on", default="cuda", choices=("cuda", "cpu"), help="count as dispatched on this device")
     parser.add_argument("--top", type=int, default=12, help="operator kinds listed per phase")
     parser.add_argument("--check-invariance", action="store_true", help="also count at batch 4 and 16x16 images")
     parser.add_argument("--tiny-time", action="store_true", help="time the tiny supernet (one thread)")
@@ -116,13 +128,13 @@ def main() -> None:
     report: Dict[str, Any] = {"counts": {}, "tiny_seconds": {}}
     for options in args.options.split(","):
         for method in args.methods.split(","):
-            counter = count_iteration(method, options, args.channels, args.layers, pgd_steps=args.pgd_steps, second_order=args.second_order)
+            counter = count_iteration(method, options, args.channels, args.layers, pgd_steps=args.pgd_steps, second_order=args.second_order, as_on=args.as_on)
             fwd, bwd = sum(counter.forward.values()), sum(counter.backward.values())
             entry = {"total": counter.total, "forward": fwd, "backward": bwd,
                      "forward_kinds": dict(collections.Counter(counter.forward).most_common(args.top)),
                      "backward_kinds": dict(collections.Counter(counter.backward).most_common(args.top))}
             if args.check_invariance:
-                other = count_iteration(method, options, args.channels, args.layers, size=16, batch=4, pgd_steps=args.pgd_steps, second_order=args.second_order)
+                other = count_iteration(method, options, args.channels, args.layers, size=16, batch=4, pgd_steps=args.pgd_steps, second_order=args.second_order, as_on=args.as_on)
                 entry["invariant"] = other.total == counter.total
             report["counts"][f"{method}/{options}"] = entry
             print(f"{method:<8} {options:<6} total {counter.total:>8}  forward {fwd:>8}  backward {bwd:>8}"

@@ -3,7 +3,8 @@
 On a GPU the supernet is launch-bound, so the operator count of one first-order iteration
 (alpha-step + w-step) is the figure that matters (``docs/performance.md``). It depends on the
 supernet's structure only, not on the batch or the image size, so the paper's structure (C=16,
-8 cells) is counted on a batch of 2 images of 8x8 pixels. The budgets are a quarter of what the
+8 cells) is counted on a batch of 2 images of 8x8 pixels, as a GPU dispatches them (without the
+CPU-only depthwise reformulations, which ``DartsSupernet`` uses on the CPU only). The budgets are a quarter of what the
 fused (one edge at a time) path dispatched before the lean path existed: 37,621 (DARTS),
 86,415 (RNAS-uniform), 329,157 (RNAS-max, K=10).
 """

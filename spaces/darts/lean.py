@@ -367,12 +367,29 @@ def _wave(
     x = _replicate(states, e)
     r = F.relu(x)
     # Stage 1 of every convolution kind, then one block-diagonal pointwise convolution.
+    if fast and s == 2:
+        # A stride-2 dilation-2 convolution reads the even-even phase only: an undilated
+        # stride-1 convolution on it (oneDNN's dilated depthwise kernels are slow on the CPU).
+        even = fastops.even_phase(r)
+        dilated = [
+            _depthwise(even, _gather([m_.weight for m_ in wave.dw1[2]]), 1, 1, 1, fast),
+            _depthwise(even, _gather([m_.weight for m_ in wave.dw1[3]]), 1, 2, 1, fast),
+        ]
+    elif fast and s == 1:
+        dilated = [
+            fastops.dilated_depthwise_conv2d(r, _gather([m_.weight for m_ in wave.dw1[2]])),
+            fastops.dilated_depthwise_conv2d(r, _gather([m_.weight for m_ in wave.dw1[3]])),
+        ]
+    else:
+        dilated = [
+            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[2]]), s, 2, 2, fast),
+            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[3]]), s, 4, 2, fast),
+        ]
     d1 = _cat(
         [
             _depthwise(r, _gather([m_.weight for m_ in wave.dw1[0]]), s, 1, 1, fast),
             _depthwise(r, _gather([m_.weight for m_ in wave.dw1[1]]), s, 2, 1, fast),
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[2]]), s, 2, 2, fast),
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[3]]), s, 4, 2, fast),
+            *dilated,
         ]
     )
     p1 = F.conv2d(d1, _gather([m_.weight for m_ in wave.pw1]), groups=4 * count)
