@@ -180,3 +180,10 @@ def test_non_standard_cells_are_refused_with_a_clear_error() -> None:
     net.cells[0].edges[0].ops[4] = torch.nn.Identity()
     with pytest.raises(ValueError, match="lean=False"):
         check_lean_structure(net.cells[0])
+
+
+def test_cuda_graphs_switch_refuses_cpu_inputs_with_its_name() -> None:
+    net = make_supernet(8)
+    net.options = SupernetOptions(cuda_graphs=True)
+    with pytest.raises(RuntimeError, match=r"cuda_graphs=True .* needs a CUDA input.*cuda_graphs=False"):
+        net(torch.rand(1, 3, 8, 8, dtype=torch.float64))

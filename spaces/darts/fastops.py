@@ -18,6 +18,10 @@ kernels:
   convolutions and BatchNorm (statistics over all pixels) do not care about the pixel order, so
   a whole ``dil_conv`` can run on the phases; only its result is put back in place. With stride 2
   only the even-even phase is ever read.
+* :func:`dilated_depthwise_conv2d` (dilation 2, stride 1, the lean supernet's batched kernels):
+  oneDNN's forward, the input gradient as a forward convolution with the flipped kernel and the
+  weight gradient as an undilated one on the polyphase components, without rearranging the
+  forward's input or output.
 """
 
 from __future__ import annotations

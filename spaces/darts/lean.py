@@ -394,6 +394,10 @@ def _wave(
     )
     p1 = F.conv2d(d1, _gather([m_.weight for m_ in wave.pw1]), groups=4 * count)
     sep, dil = p1.split([2 * count * c, 2 * count * c], dim=1)
+    if channels_last:
+        # A channel slice of a channels-last tensor is strided; the CPU batch-norm kernels are
+        # several times slower on it than the copy costs.
+        sep = sep.contiguous(memory_format=torch.channels_last)
     # Stage 2 of the separable convolutions (their middle BatchNorm has no scale).
     h3, h5 = F.relu(_batch_norm(sep, wave.stats1, None)).split([count * c, count * c], dim=1)  # type: ignore[arg-type]
     d2 = _cat(

@@ -1,11 +1,14 @@
 """The DARTS supernet: every edge is a softmax(alpha)-weighted mixture of all primitives.
 
-Two implementations of the same function live here, chosen by :class:`SupernetOptions`:
+Three implementations of the same function, chosen by :class:`SupernetOptions`:
 
 * the *plain* path, DARTS' own formulation: every operation is a module called on the edge input,
   and the edge output is ``sum_k w_k * op_k(x)``;
-* the *fast* path (the default), which computes exactly the same outputs and gradients with fewer
-  and cheaper kernels:
+* the *lean* path (the default, :mod:`~rnasframe.spaces.darts.lean`): every edge that reads the
+  same state computed in one wave of grouped kernels, about a quarter of the fused path's
+  operators per search iteration (what bounds the speed on a GPU);
+* the *fast* path (``SupernetOptions(lean=False)``), which computes exactly the same outputs and
+  gradients as the plain path with fewer and cheaper kernels, one edge at a time:
 
   - ``channels_last``: the cells run on NHWC tensors. On CPU, oneDNN's depthwise and pointwise
     convolutions and the pooling kernels are several times faster in this layout (DESIGN.md §9);
@@ -22,11 +25,11 @@ Two implementations of the same function live here, chosen by :class:`SupernetOp
     convolutions run undilated on the polyphase components of their input
     (:mod:`~rnasframe.spaces.darts.fastops`).
 
-``none`` is skipped on both paths (its weight still takes part in the softmax). The fast path
+``none`` is skipped on every path (its weight still takes part in the softmax). The fast path
 rounds differently (sums in another order, ``BN(z) * w`` computed as one product), so results agree
 to float tolerance, not bit for bit; ``tests/test_darts_fast.py`` checks every switch in float64.
 
-Both paths use the same modules, so the parameters, buffers and ``state_dict`` keys are identical:
+All paths use the same modules, so the parameters, buffers and ``state_dict`` keys are identical:
 a checkpoint written with one path loads into the other, and a supernet can switch paths at any
 time by assigning :attr:`DartsSupernet.options`.
 """
@@ -516,7 +519,7 @@ class DartsSupernet(Supernet):
     parameter.
 
     How the forward pass is computed is chosen by :attr:`options` (a :class:`SupernetOptions`;
-    default: the fast path). Every option except ``bf16_autocast`` gives the plain path's outputs
+    default: the lean path). Every option except ``bf16_autocast`` gives the plain path's outputs
     and gradients up to float rounding, and none changes the parameters or ``state_dict`` keys, so
     :attr:`options` may be reassigned at any time.
 
@@ -528,7 +531,7 @@ class DartsSupernet(Supernet):
         multiplier: number of last nodes concatenated into a cell's output.
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         input_spec: input shape and normalization (default: 3x32x32, identity normalization).
-        options: implementation switches (default: ``SupernetOptions()``, the fast path).
+        options: implementation switches (default: ``SupernetOptions()``, the lean path).
     """
 
     def __init__(
@@ -655,7 +658,10 @@ class DartsSupernet(Supernet):
                     "SupernetOptions.compile=True needs torch.compile (torch >= 2.0); set "
                     "SupernetOptions(compile=False)"
                 )
-            compiled = torch.compile(self._forward_impl, mode=mode)
+            if mode is None:
+                compiled = torch.compile(self._forward_impl)
+            else:
+                compiled = torch.compile(self._forward_impl, mode=mode)
             self.__dict__[key] = compiled
         return compiled
 
