@@ -364,8 +364,8 @@ def _wave(
     m, e, s = len(wave.sources), len(wave.targets), wave.stride
     count = wave.count
     device = states[0].device
-    x = _replicate(states, e)
-    r = F.relu(x)
+    # The rectified states, one copy per edge (the raw states are never replicated).
+    r = _replicate([F.relu(state) for state in states], e)
     # Stage 1 of every convolution kind, then one block-diagonal pointwise convolution.
     if fast and s == 2:
         # A stride-2 dilation-2 convolution reads the even-even phase only: an undilated
@@ -394,9 +394,9 @@ def _wave(
     )
     p1 = F.conv2d(d1, _gather([m_.weight for m_ in wave.pw1]), groups=4 * count)
     sep, dil = p1.split([2 * count * c, 2 * count * c], dim=1)
-    if channels_last:
+    if channels_last and fast:
         # A channel slice of a channels-last tensor is strided; the CPU batch-norm kernels are
-        # several times slower on it than the copy costs.
+        # several times slower on it than the copy costs (``fast``: CPU only).
         sep = sep.contiguous(memory_format=torch.channels_last)
     # Stage 2 of the separable convolutions (their middle BatchNorm has no scale).
     h3, h5 = F.relu(_batch_norm(sep, wave.stats1, None)).split([count * c, count * c], dim=1)  # type: ignore[arg-type]
@@ -408,7 +408,10 @@ def _wave(
     )
     p2 = F.conv2d(d2, _gather([m_.weight for m_ in wave.pw2]), groups=2 * count)
     # Every operation that ends in a BatchNorm, scaled by its mixing weight, in one call.
-    parts = [F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False), p2, dil]
+    # Pooling once per state; the concatenation repeats each result for the state's edges.
+    pooled_max = [F.max_pool2d(state, 3, s, 1) for state in states]
+    pooled_avg = [F.avg_pool2d(state, 3, s, 1, count_include_pad=False) for state in states]
+    parts = [p for p in pooled_max for _ in range(e)] + [p for p in pooled_avg for _ in range(e)] + [p2, dil]
     if s == 2:
         # Factorized reduction of every edge: groups (edge, half) read the even / odd subsample.
         even, odd = _subsampled(r, False), _subsampled(r, True)
@@ -429,8 +432,11 @@ def _wave(
         total = b2.view(n, wave.kinds2 * m, e, c, hh, ww).sum(1)
     if s == 1:
         skip = wave.scales(mixing, cell.reduction, 0, c, device, ops)
-        identity = (x * skip.view(1, -1, 1, 1)).view(n, m, e, c, hh, ww)
-        total = total + (identity.sum(1) if m > 1 else identity[:, 0])
+        if m == 1:
+            identity = states[0].unsqueeze(1) * skip.view(1, e, c, 1, 1)
+        else:
+            identity = (torch.stack(states, 1).unsqueeze(2) * skip.view(1, m, e, c, 1, 1)).sum(1)
+        total = total + identity
     return total
 
 
