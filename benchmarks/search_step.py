@@ -30,12 +30,12 @@ OPTION_SETS = ("lean", "fast", "plain")
 
 
 def supernet_options(name: str) -> Any:
-    """``SupernetOptions`` by name: ``lean`` (the defaults: cells in waves), ``fast`` (the fused
-    edges, one edge at a time) or ``plain`` (every switch off)."""
+    """``SupernetOptions`` by name: ``lean`` (cells in waves, the default on accelerators), ``fast``
+    (the fused edges, one edge at a time, the default on the CPU) or ``plain`` (every switch off)."""
     from rnasframe.spaces.darts.supernet import SupernetOptions
 
     if name == "lean":
-        return SupernetOptions()
+        return SupernetOptions(lean=True)
     if name == "fast":
         return SupernetOptions(lean=False)
     if name == "plain":

@@ -25,10 +25,10 @@ from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
 
 PLAIN = SupernetOptions.plain()
 LEAN = {
-    "lean": SupernetOptions(fused_edges=False, channels_last=False, depthwise=False),
-    "lean+channels_last": SupernetOptions(depthwise=False),
-    "lean+depthwise": SupernetOptions(channels_last=False),
-    "default": SupernetOptions(),
+    "lean": SupernetOptions(fused_edges=False, channels_last=False, depthwise=False, lean=True),
+    "lean+channels_last": SupernetOptions(depthwise=False, lean=True),
+    "lean+depthwise": SupernetOptions(channels_last=False, lean=True),
+    "default": SupernetOptions(lean=True),
 }
 
 Result = Tuple[Tensor, Dict[str, Tensor], Dict[str, Tensor]]
@@ -95,7 +95,7 @@ def test_lean_matches_plain_path_in_float32() -> None:
     state = copy.deepcopy(net.state_dict())
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     expected = run(net, PLAIN, x, y, True)
-    for options in (SupernetOptions(), SupernetOptions(channels_last=False)):
+    for options in (SupernetOptions(lean=True), SupernetOptions(channels_last=False, lean=True)):
         net.load_state_dict(state)
         result = run(net, options, x, y, True)
         torch.testing.assert_close(result[0], expected[0], rtol=1e-4, atol=1e-5)
@@ -114,7 +114,7 @@ def test_lean_partial_backward_matches_plain_path(target: str) -> None:
     state = copy.deepcopy(net.state_dict())
     x0, y = torch.rand(2, 3, 16, 16, dtype=torch.float64), torch.tensor([1, 2])
     results = []
-    for options in (PLAIN, SupernetOptions()):
+    for options in (PLAIN, SupernetOptions(lean=True)):
         net.load_state_dict(state)
         net.options = options
         net.zero_grad(set_to_none=True)
@@ -136,7 +136,7 @@ def test_buffers_stay_the_modules_own_across_conversions_and_checkpoints() -> No
     """state_dict keys and values are those of the plain path; .to(), load_state_dict, pickling."""
     net = make_supernet(8, dtype=torch.float32)
     keys = list(net.state_dict())
-    net.options = SupernetOptions()
+    net.options = SupernetOptions(lean=True)
     x = torch.rand(2, 3, 8, 8)
     net(x)
     assert list(net.state_dict()) == keys
@@ -159,7 +159,7 @@ def test_buffers_stay_the_modules_own_across_conversions_and_checkpoints() -> No
 
 def test_preserved_buffers_leave_lean_statistics_unchanged() -> None:
     net = make_supernet(8)
-    net.options = SupernetOptions()
+    net.options = SupernetOptions(lean=True)
     net(torch.rand(2, 3, 8, 8, dtype=torch.float64))
     before = copy.deepcopy(net.state_dict())
     with preserved_buffers(net):
@@ -168,11 +168,23 @@ def test_preserved_buffers_leave_lean_statistics_unchanged() -> None:
         assert torch.equal(value, before[name]), name
 
 
-def test_lean_is_the_default_and_plain_turns_it_off() -> None:
-    assert SupernetOptions().lean is True
-    assert SupernetOptions.plain().lean is False
+def test_lean_is_the_default_off_the_cpu_and_plain_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SupernetOptions().lean is None and SupernetOptions.plain().lean is False
     with pytest.raises(TypeError, match="SupernetOptions.lean must be True or False"):
         SupernetOptions(lean=1)  # type: ignore[arg-type]
+    class LeanUsed(Exception):
+        pass
+
+    def spy(*args: object) -> None:
+        raise LeanUsed
+
+    monkeypatch.setattr("rnasframe.spaces.darts.lean.lean_cell_forward", spy)
+    net = make_supernet(8)
+    net.options = SupernetOptions()
+    net(torch.rand(1, 3, 8, 8, dtype=torch.float64))  # CPU input: the fused path
+    net.options = SupernetOptions(lean=True)
+    with pytest.raises(LeanUsed):
+        net(torch.rand(1, 3, 8, 8, dtype=torch.float64))
 
 
 def test_non_standard_cells_are_refused_with_a_clear_error() -> None:

@@ -4,10 +4,11 @@ Three implementations of the same function, chosen by :class:`SupernetOptions`:
 
 * the *plain* path, DARTS' own formulation: every operation is a module called on the edge input,
   and the edge output is ``sum_k w_k * op_k(x)``;
-* the *lean* path (the default, :mod:`~rnasframe.spaces.darts.lean`): every edge that reads the
-  same state computed in one wave of grouped kernels, about a quarter of the fused path's
-  operators per search iteration (what bounds the speed on a GPU);
-* the *fast* path (``SupernetOptions(lean=False)``), which computes exactly the same outputs and
+* the *lean* path (:mod:`~rnasframe.spaces.darts.lean`; the default on GPUs and other
+  accelerators): every edge that reads the same state computed in one wave of grouped kernels,
+  about a quarter of the fused path's operators per search iteration (what bounds the speed on a
+  GPU);
+* the *fast* path (the default on the CPU; ``SupernetOptions(lean=False)`` everywhere), which computes exactly the same outputs and
   gradients as the plain path with fewer and cheaper kernels, one edge at a time:
 
   - ``channels_last``: the cells run on NHWC tensors. On CPU, oneDNN's depthwise and pointwise
@@ -94,7 +95,11 @@ class SupernetOptions:
             reads the same state at once, each stage of every operation kind as one grouped
             kernel, about a quarter of the operators per search iteration of the fused path (what
             bounds the speed on a GPU). Takes precedence over ``fused_edges``; uses
-            ``channels_last`` and ``depthwise`` like the fused path.
+            ``channels_last`` and ``depthwise`` like the fused path. ``None`` (the default): the
+            lean path on GPUs and other accelerators, the fused path on the CPU, where the lean
+            path's concatenations and replicated states cost more memory traffic than the
+            operators they save at the paper's size (``docs/performance.md``: 2.2x slower at
+            batch 64, 2.3x faster on a tiny supernet). ``True`` / ``False`` force one path.
         cuda_graphs: *experimental, not yet validated on a GPU*: run the forward (and its
             backward) as CUDA graphs through ``torch.compile(mode="reduce-overhead")``, which
             copies each input into a static buffer and replays the captured kernels, so that the
@@ -110,7 +115,7 @@ class SupernetOptions:
     depthwise: bool = attrs.field(default=True, validator=validation.boolean)
     compile: bool = attrs.field(default=False, validator=validation.boolean)
     bf16_autocast: bool = attrs.field(default=False, validator=validation.boolean)
-    lean: bool = attrs.field(default=True, validator=validation.boolean)
+    lean: Optional[bool] = attrs.field(default=None, validator=attrs.validators.optional(validation.boolean))
     cuda_graphs: bool = attrs.field(default=False, validator=validation.boolean)
 
     def __attrs_post_init__(self) -> None:
@@ -519,7 +524,7 @@ class DartsSupernet(Supernet):
     parameter.
 
     How the forward pass is computed is chosen by :attr:`options` (a :class:`SupernetOptions`;
-    default: the lean path). Every option except ``bf16_autocast`` gives the plain path's outputs
+    default: the lean path on accelerators, the fast path on the CPU). Every option except ``bf16_autocast`` gives the plain path's outputs
     and gradients up to float rounding, and none changes the parameters or ``state_dict`` keys, so
     :attr:`options` may be reassigned at any time.
 
@@ -531,7 +536,7 @@ class DartsSupernet(Supernet):
         multiplier: number of last nodes concatenated into a cell's output.
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         input_spec: input shape and normalization (default: 3x32x32, identity normalization).
-        options: implementation switches (default: ``SupernetOptions()``, the lean path).
+        options: implementation switches (default: ``SupernetOptions()``).
     """
 
     def __init__(
@@ -631,13 +636,13 @@ class DartsSupernet(Supernet):
                 f"an input on {x.device}. Use SupernetOptions(cuda_graphs=False) on this device."
             )
         if not (options.compile or options.cuda_graphs):
-            return self._forward_impl(x, options.fused_edges, options.channels_last, options.depthwise, options.lean)
+            return self._forward_impl(x, options.fused_edges, options.channels_last, options.depthwise, self._lean(x))
         mode = "reduce-overhead" if options.cuda_graphs else None
         compiled = self._compiled(mode)
         if options.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         try:
-            return compiled(x, options.fused_edges, options.channels_last, options.depthwise, options.lean)
+            return compiled(x, options.fused_edges, options.channels_last, options.depthwise, self._lean(x))
         except Exception as error:  # noqa: BLE001 - re-raised with the switch named
             if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 switch = "cuda_graphs" if options.cuda_graphs else "compile"
@@ -648,6 +653,11 @@ class DartsSupernet(Supernet):
                     f"SupernetOptions({switch}=False) to run eagerly."
                 ) from error
             raise
+
+    def _lean(self, x: Tensor) -> bool:
+        """Whether this forward pass uses the lean path (``options.lean``; ``None``: off the CPU)."""
+        choice = self._options.lean
+        return x.device.type != "cpu" if choice is None else choice
 
     def _compiled(self, mode: Optional[str] = None) -> Callable[..., Tensor]:
         key = "_compiled_forward" if mode is None else f"_compiled_forward_{mode}"
