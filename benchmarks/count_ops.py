@@ -26,15 +26,14 @@ import collections
 import json
 import os
 import sys
-import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict
 
 import attrs
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import search_step  # noqa: E402  (the sibling module)
+import search_step
 
 __all__ = ["OpCounter", "count_iteration", "tiny_iteration_seconds"]
 

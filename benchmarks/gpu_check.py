@@ -40,7 +40,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import search_step  # noqa: E402
+import search_step
 
 METHODS = ("darts", "uniform", "max")
 PATHS = ("plain", "fast", "lean", "lean+graphs")
@@ -139,7 +139,7 @@ def correctness(args: argparse.Namespace, device: str) -> Dict[str, Any]:
                 continue
             try:
                 report[key] = compare(one_iteration(method, path, args, device), cpu, lr_alpha)
-            except Exception as error:  # noqa: BLE001 - reported, the other checks go on
+            except Exception as error:
                 report[key] = {"ok": False, "error": f"{type(error).__name__}: {str(error)[:300]}"}
             print(f"  {key:<22} {json.dumps(report[key])}", flush=True)
     return report
@@ -188,7 +188,7 @@ def _distributed_worker(rank: int, backend: str, device: str, args: argparse.Nam
         gathered = [torch.empty_like(alphas) for _ in range(2)]
         dist.all_gather(gathered, alphas)
         queue.put((rank, "ok", bool(torch.equal(gathered[0], gathered[1]))))
-    except Exception as error:  # noqa: BLE001 - reported to the parent
+    except Exception as error:
         queue.put((rank, f"{type(error).__name__}: {str(error)[:300]}", False))
     finally:
         if dist.is_initialized():
@@ -209,7 +209,7 @@ def distributed(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         outcomes: List[Tuple[int, str, bool]] = []
         try:
             outcomes = [queue.get(timeout=args.distributed_timeout) for _ in processes]
-        except Exception:  # noqa: BLE001 - a hung rank
+        except Exception:
             outcomes = [(-1, "timed out", False)]
         for p in processes:
             p.join(timeout=10)

@@ -85,6 +85,7 @@ rnasframe_api_modules = [
         "rnasframe.spaces.darts.network",
         "rnasframe.spaces.darts.operations",
         "rnasframe.spaces.darts.fastops",
+        "rnasframe.spaces.darts.lean",
         "rnasframe.spaces.darts.plot",
     ]),
     ("Training and evaluation", [

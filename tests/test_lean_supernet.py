@@ -15,13 +15,13 @@ from typing import Dict, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from rnasframe.spaces.darts import DartsSpace
+from rnasframe.spaces.darts.lean import check_lean_structure
+from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
 from torch import Tensor
 
 from rnasframe.interfaces.search_space import InputSpec
 from rnasframe.model_state import input_gradients_only, preserved_buffers
-from rnasframe.spaces.darts import DartsSpace
-from rnasframe.spaces.darts.lean import check_lean_structure
-from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
 
 PLAIN = SupernetOptions.plain()
 LEAN = {

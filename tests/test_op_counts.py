@@ -17,7 +17,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
-import count_ops  # noqa: E402
+import count_ops
 
 BUDGETS = {"darts": 9_400, "uniform": 21_600}
 

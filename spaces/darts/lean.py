@@ -17,9 +17,9 @@ module computes the same function with a few dozen operators per *wave*:
   per-channel scale (``w_k * BN(z) = batch_norm(z, weight=w_k)``), gathered for the whole wave
   with one indexing operator per forward pass and cell type;
 * the parameters are the plain path's modules' own parameters, gathered per wave with one
-  concatenation whose backward is one split (:class:`_Gather`), and the BatchNorm running
+  concatenation whose backward is one split, and the BatchNorm running
   statistics are the plain modules' own buffers, re-pointed at slices of one flat buffer per
-  wave so that one BatchNorm call updates all of them (:class:`_FlatStatistics`). Parameters,
+  wave so that one BatchNorm call updates all of them. Parameters,
   buffers and ``state_dict`` keys are therefore exactly those of the plain path.
 
 Factorized reductions (``skip_connect`` on stride-2 edges and ``preprocess0`` after a reduction
@@ -33,17 +33,16 @@ float tolerance (``tests/test_lean_supernet.py`` checks values and gradients in 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from rnasframe.spaces.darts import fastops
 from rnasframe.spaces.darts.genotypes import PRIMITIVES
 from rnasframe.spaces.darts.operations import FactorizedReduce, ReLUConvBN
+from torch import Tensor, nn
 
-__all__ = ["LeanMixing", "lean_cell_forward", "check_lean_structure"]
+__all__ = ["LeanMixing", "lean_cell_forward", "check_lean_structure", "factorized_reduce"]
 
 # Column of each operation in the alphas (and in MixedOp.ops).
 _MAX, _AVG, _SKIP, _SEP3, _SEP5, _DIL3, _DIL5 = (
@@ -191,7 +190,7 @@ def _bn_settings(modules: Sequence[nn.modules.batchnorm._BatchNorm]) -> Tuple[bo
 class _Wave:
     """The modules of one wave of a cell, in the channel order of its batched kernels."""
 
-    def __init__(self, cell: nn.Module, number: int, sources: List[int], targets: List[int], stride: int, rows: int) -> None:
+    def __init__(self, cell: Any, number: int, sources: List[int], targets: List[int], stride: int, rows: int) -> None:
         self.number, self.rows = number, rows
         self.sources, self.targets, self.stride = sources, targets, stride
         offsets = [sum(i + 2 for i in range(node)) for node in range(cell.steps + 1)]
@@ -240,7 +239,7 @@ class _Wave:
 class _CellPlan:
     """The waves of one cell and its shared running-statistics buffers (built on first use)."""
 
-    def __init__(self, cell: nn.Module) -> None:
+    def __init__(self, cell: Any) -> None:
         steps = cell.steps
         self.waves: List[_Wave] = []
         rows = sum(i + 2 for i in range(steps))
@@ -265,7 +264,7 @@ class _CellPlan:
             self.counters = _Counters(self.norms)
 
 
-def check_lean_structure(cell: nn.Module) -> None:
+def check_lean_structure(cell: Any) -> None:
     """Raise :class:`ValueError` unless ``cell`` has the standard DARTS edges the lean path batches."""
     from rnasframe.spaces.darts.operations import DilConv, SepConv
 
@@ -285,7 +284,7 @@ def check_lean_structure(cell: nn.Module) -> None:
             )
 
 
-def _plan(cell: nn.Module) -> _CellPlan:
+def _plan(cell: Any) -> _CellPlan:
     plan = cell.__dict__.get("_lean_plan")
     if plan is None:
         check_lean_structure(cell)
@@ -328,7 +327,8 @@ def _subsampled(x: Tensor, odd: bool) -> Tensor:
 
 
 def factorized_reduce(op: FactorizedReduce, x: Tensor, channels_last: bool) -> Tensor:
-    """:class:`FactorizedReduce` with its stride-2 1x1 convolutions on subsampled inputs."""
+    """:class:`~rnasframe.spaces.darts.operations.FactorizedReduce` with its stride-2 1x1 convolutions on
+    subsampled inputs (a stride-1 convolution on ``x[..., ::2, ::2]`` and on the shifted phase)."""
     r = F.relu(x)
     even, odd = _subsampled(r, False), _subsampled(r, True)
     if channels_last:
@@ -351,7 +351,7 @@ def _replicate(states: Sequence[Tensor], copies: int) -> Tensor:
 
 
 def _wave(
-    cell: nn.Module,
+    cell: Any,
     wave: _Wave,
     states: Sequence[Tensor],
     mixing: LeanMixing,
@@ -435,13 +435,13 @@ def _wave(
         if m == 1:
             identity = states[0].unsqueeze(1) * skip.view(1, e, c, 1, 1)
         else:
-            identity = (torch.stack(states, 1).unsqueeze(2) * skip.view(1, m, e, c, 1, 1)).sum(1)
+            identity = (torch.stack(list(states), 1).unsqueeze(2) * skip.view(1, m, e, c, 1, 1)).sum(1)
         total = total + identity
     return total
 
 
 def lean_cell_forward(
-    cell: nn.Module, s0: Tensor, s1: Tensor, mixing: LeanMixing, fast: bool, channels_last: bool
+    cell: Any, s0: Tensor, s1: Tensor, mixing: LeanMixing, fast: bool, channels_last: bool
 ) -> Tensor:
     """The output of a :class:`~rnasframe.spaces.darts.supernet.SearchCell`, computed in waves.
 
