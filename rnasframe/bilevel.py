@@ -319,7 +319,7 @@ class SecondOrderDarts(_DartsBase):
 def clip_gradients(parameters: Sequence[Tensor], max_norm: float) -> None:
     """Scale the gradients so that their global L2 norm is at most ``max_norm``, in place.
 
-    The same numbers as :func:`torch.nn.utils.clip_grad_norm_` (scale
+    The same numbers as ``torch.nn.utils.clip_grad_norm_`` (scale
     ``min(1, max_norm / (norm + 1e-6))``), with multi-tensor operators on every device (torch's
     version loops over the parameters on the CPU), and no host synchronization.
     """

@@ -37,7 +37,7 @@ def check_pixel_range(x: Tensor, name: str = "x") -> None:
     transform (instead of inside the model) are the most common cause of this error.
 
     On the CPU the range is read at once (host memory: no device synchronization). On an
-    accelerator the check is enqueued with :func:`torch._assert_async` instead, so that a search
+    accelerator the check is enqueued with ``torch._assert_async`` instead, so that a search
     or attack step never waits for the device; a violation then surfaces as a device-side
     assertion carrying this message at the next synchronization.
     """
