@@ -26,15 +26,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 METHODS = ("darts", "uniform", "max")
-OPTION_SETS = ("fast", "plain")
+OPTION_SETS = ("lean", "fast", "plain")
 
 
 def supernet_options(name: str) -> Any:
-    """``SupernetOptions`` by name: ``fast`` (the default switches) or ``plain`` (all off)."""
+    """``SupernetOptions`` by name: ``lean`` (cells in waves, the default on accelerators), ``fast``
+    (the fused edges, one edge at a time, the default on the CPU) or ``plain`` (every switch off)."""
     from rnasframe.spaces.darts.supernet import SupernetOptions
 
+    if name == "lean":
+        return SupernetOptions(lean=True)
     if name == "fast":
-        return SupernetOptions()
+        return SupernetOptions(lean=False)
     if name == "plain":
         return SupernetOptions.plain()
     raise ValueError(f"unknown option set {name!r}; allowed: {', '.join(OPTION_SETS)}")
@@ -209,7 +212,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--second-order", action="store_true")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--options", default="fast", choices=OPTION_SETS, help="supernet implementation")
+    parser.add_argument("--options", default="lean", choices=OPTION_SETS, help="supernet implementation")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: one method, JSON out
     args = parser.parse_args()
     if args.only:

@@ -17,6 +17,9 @@ Sections (each can be skipped):
   training steps, as the trainer runs them) and of PGD-20 evaluation, at the paper's evaluation
   size (C=36, 20 cells) unless ``--train-channels``/``--train-layers`` say otherwise.
 * ``micro`` (off by default): the depthwise-convolution kernels, oneDNN vs the reformulations.
+* ``ops`` (off by default): aten operators per first-order search iteration, forward and backward,
+  for every method x implementation (``benchmarks/count_ops.py``; independent of batch and image
+  size, so counted on 2 images of 8x8 pixels), and the tiny supernet's seconds per iteration.
 
 FLOPs are ``2 x multiply-accumulates`` of convolutions and matrix products only (forward and the
 backward kernels actually run: input and/or weight gradients), counted with a small
@@ -50,6 +53,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import count_ops  # noqa: E402
 import search_step  # noqa: E402  (the sibling module, also usable on its own)
 
 _aten = torch.ops.aten
@@ -412,6 +416,21 @@ def _machine(args: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
+def operator_counts(args: argparse.Namespace) -> Dict[str, Any]:
+    """Operators per search iteration (and the tiny supernet's seconds) per method x implementation."""
+    result: Dict[str, Any] = {}
+    for options in args.options:
+        for method in args.methods:
+            counter = count_ops.count_iteration(method, options, args.channels, args.layers, pgd_steps=args.pgd_steps)
+            result[f"{method}/{options}"] = {
+                "total": counter.total,
+                "forward": sum(counter.forward.values()),
+                "backward": sum(counter.backward.values()),
+                "tiny_s": count_ops.tiny_iteration_seconds(method, options, repeats=args.repeats, pgd_steps=args.pgd_steps),
+            }
+    return result
+
+
 def print_report(report: Dict[str, Any]) -> None:
     s = report["settings"]
     m = report["machine"]
@@ -420,6 +439,11 @@ def print_report(report: Dict[str, Any]) -> None:
         f"K={s['pgd_steps']}, torch {m['torch']}, {m['device']} {m['cpu_model']}, "
         f"{m['threads']} threads, load average {report.get('load_average_start')} -> {report.get('load_average_end')}"
     )
+    if "ops" in report:
+        print("\naten operators per first-order search iteration (alpha + w), and tiny-supernet seconds")
+        print(f"  {'method/impl':<16}{'total':>9}{'forward':>9}{'backward':>9}{'tiny s':>9}")
+        for key, row in report["ops"].items():
+            print(f"  {key:<16}{row['total']:>9}{row['forward']:>9}{row['backward']:>9}{row['tiny_s']:>9.3f}")
     for row in report.get("forward_backward", []):
         print(
             f"\nsupernet forward-backward, batch {row['batch']}: {row['useful_flops'] / 1e9:.2f} GFLOP, "
@@ -487,7 +511,7 @@ def main() -> None:
     parser.add_argument("--orders", default="first,second", help="first and/or second")
     parser.add_argument("--options", default="plain,fast", help="supernet implementations to compare")
     parser.add_argument(
-        "--sections", default="fwd-bwd,search,memory,throughput", help="fwd-bwd, search, memory, throughput, micro"
+        "--sections", default="fwd-bwd,search,memory,throughput", help="fwd-bwd, search, memory, throughput, micro, ops"
     )
     parser.add_argument("--train-channels", type=int, default=36, help="C of the network trained from scratch")
     parser.add_argument("--train-layers", type=int, default=20, help="cells of the network trained from scratch")
@@ -528,6 +552,8 @@ def main() -> None:
     started = time.perf_counter()
     if "micro" in sections:
         report["micro"] = micro(args)
+    if "ops" in sections:
+        report["ops"] = operator_counts(args)
     if "fwd-bwd" in sections:
         report["forward_backward"] = [forward_backward(args, batch) for batch in args.fwd_batches]
     if "search" in sections:

@@ -22,6 +22,7 @@ __all__ = [
     "FirstOrderDarts",
     "SecondOrderDarts",
     "SharedDraw",
+    "clip_gradients",
 ]
 
 
@@ -112,12 +113,14 @@ class _DartsBase(BilevelOptimizer):
             lr=self.weights.learning_rate,
             momentum=self.weights.momentum,
             weight_decay=self.weights.weight_decay,
+            foreach=True,  # a few multi-tensor operators per step, not several per parameter
         )
         self._arch_optimizer = torch.optim.Adam(
             self._arch_params,
             lr=self.arch.learning_rate,
             betas=self.arch.betas,
             weight_decay=self.arch.weight_decay,
+            foreach=True,
         )
         self._scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self._weight_optimizer, T_max=max(1, epochs), eta_min=self.weights.min_learning_rate
@@ -167,7 +170,7 @@ class _DartsBase(BilevelOptimizer):
         output.loss.backward(inputs=self._weight_params)
         average_gradients(self._weight_params)  # data-parallel runs: the mean over ranks
         if self.weights.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self._weight_params, self.weights.grad_clip)
+            clip_gradients(self._weight_params, self.weights.grad_clip)
         self._weight_optimizer.step()
         return output.metrics
 
@@ -361,6 +364,20 @@ class SharedDraw:
             for device, state in self._cuda_states.items():
                 torch.cuda.set_rng_state(state, device)
             yield
+
+
+def clip_gradients(parameters: Sequence[Tensor], max_norm: float) -> None:
+    """Scale the gradients so that their global L2 norm is at most ``max_norm``, in place.
+
+    The same numbers as ``torch.nn.utils.clip_grad_norm_`` (scale
+    ``min(1, max_norm / (norm + 1e-6))``), with multi-tensor operators on every device (torch's
+    version loops over the parameters on the CPU), and no host synchronization.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
 
 
 def _zero_if_none(gradient: Optional[Tensor], like: Tensor) -> Tensor:

@@ -32,7 +32,10 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
         for module in model.modules()
         if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
     ]
-    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    # Tracking norms write nothing while tracking is off, so only the other buffers are saved;
+    # they are restored unconditionally (comparing them first would synchronize with the device).
+    untouched = {id(buffer) for module in norms for buffer in module.buffers(recurse=False)}
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers() if id(buffer) not in untouched]
     try:
         for module in norms:
             module.track_running_stats = False
@@ -42,8 +45,7 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
             module.track_running_stats = True
         with torch.no_grad():
             for buffer, copy in saved:
-                if not torch.equal(buffer, copy):
-                    buffer.copy_(copy)
+                buffer.copy_(copy)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -40,3 +42,35 @@ def test_the_suite_writes_every_section_of_its_report(tmp_path: Path) -> None:
     assert throughput["standard"]["flops"] < throughput["adversarial_pgd7"]["flops"]
     assert "search iteration, first-order, batch 2" in completed.stdout
     assert "training from scratch and evaluation: DARTS_V2" in completed.stdout
+
+
+def test_operator_counts_script_and_suite_section(tmp_path: Path) -> None:
+    out = tmp_path / "ops.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "count_ops.py"), "--methods", "darts", "--options", "lean,fast",
+         "--channels", "4", "--layers", "2", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts = json.loads(out.read_text())["counts"]
+    assert counts["darts/lean"]["total"] < counts["darts/fast"]["total"]
+    assert counts["darts/lean"]["forward"] + counts["darts/lean"]["backward"] == counts["darts/lean"]["total"]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_mode_runs_every_part(tmp_path: Path) -> None:
+    """``benchmarks/gpu_check.sh --dry``: the GPU validation script, on the CPU at a tiny size."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    completed = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--dry", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failed"] == []
+    assert set(report["correctness"]) == {f"{m}/{p}" for m in ("darts", "uniform", "max") for p in ("fast", "lean", "lean+graphs")}
+    assert report["correctness"]["darts/lean+graphs"]["refused_on_cpu"]
+    assert set(report["hours"]) == {"darts", "uniform", "max"} and all(h > 0 for h in report["hours"].values())
+    assert report["distributed"]["gloo"]["ok"]

@@ -18,6 +18,10 @@ kernels:
   convolutions and BatchNorm (statistics over all pixels) do not care about the pixel order, so
   a whole ``dil_conv`` can run on the phases; only its result is put back in place. With stride 2
   only the even-even phase is ever read.
+* :func:`dilated_depthwise_conv2d` (dilation 2, stride 1, the lean supernet's batched kernels):
+  oneDNN's forward, the input gradient as a forward convolution with the flipped kernel and the
+  weight gradient as an undilated one on the polyphase components, without rearranging the
+  forward's input or output.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "nhwc_view",
     "from_nhwc6",
     "even_phase",
+    "dilated_depthwise_conv2d",
 ]
 
 _aten = torch.ops.aten
@@ -195,3 +200,51 @@ def from_nhwc6(z6: Tensor) -> Tensor:
 def even_phase(x: Tensor) -> Tensor:
     """Rows and columns ``0, 2, 4, ...`` of ``x`` (what a stride-2, dilation-2 convolution reads)."""
     return x[:, :, ::2, ::2].contiguous(memory_format=torch.channels_last)
+
+
+class _DilatedDepthwiseConv2d(torch.autograd.Function):
+    """Stride-1, dilation-2 depthwise convolution with faster backward kernels on the CPU."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, padding: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        kernel_size = weight.shape[-1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            # "Same" padding, stride 1: the correlation with the flipped kernel (a forward kernel).
+            grad_x = F.conv2d(grad_output, weight.flip(-2, -1), None, 1, ctx.padding, 2, x.shape[1])
+        if ctx.needs_input_grad[1] and _weight_grad_needed(ctx, 1):
+            # Each output phase reads only the same phase of the input, undilated.
+            phases_x, phases_g = to_phases(x), to_phases(grad_output.contiguous(memory_format=torch.channels_last))
+            pad = kernel_size // 2
+            if kernel_size > 3:
+                grad_w = depthwise_weight_grad(phases_g, phases_x, kernel_size, 1, pad)
+            else:
+                grad_w = _aten.convolution_backward(
+                    phases_g, phases_x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0],
+                    x.shape[1], [False, True, False],
+                )[1]
+        return grad_x, grad_w, None
+
+
+def dilated_depthwise_conv2d(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.conv2d(x, weight, padding=k - 1, dilation=2, groups=C)`` (stride 1, "same" size).
+
+    oneDNN's forward kernel, whose speed is fine; its backward kernels for dilated depthwise
+    convolutions are 10-30x slower, so the input gradient is the forward convolution of the
+    output gradient with the flipped kernel and the weight gradient that of an undilated
+    convolution on the polyphase components (:func:`to_phases`; even sizes, else oneDNN's). The
+    backward is not differentiable twice.
+    """
+    k_h, k_w = weight.shape[-2:]
+    padding = k_h - 1
+    if k_h != k_w or k_h % 2 == 0 or x.shape[-2] % 2 or x.shape[-1] % 2:
+        return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
+    return _DilatedDepthwiseConv2d.apply(x, weight, padding)

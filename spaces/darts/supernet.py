@@ -1,11 +1,15 @@
 """The DARTS supernet: every edge is a softmax(alpha)-weighted mixture of all primitives.
 
-Two implementations of the same function live here, chosen by :class:`SupernetOptions`:
+Three implementations of the same function, chosen by :class:`SupernetOptions`:
 
 * the *plain* path, DARTS' own formulation: every operation is a module called on the edge input,
   and the edge output is ``sum_k w_k * op_k(x)``;
-* the *fast* path (the default), which computes exactly the same outputs and gradients with fewer
-  and cheaper kernels:
+* the *lean* path (:mod:`~rnasframe.spaces.darts.lean`; the default on GPUs and other
+  accelerators): every edge that reads the same state computed in one wave of grouped kernels,
+  about a quarter of the fused path's operators per search iteration (what bounds the speed on a
+  GPU);
+* the *fast* path (the default on the CPU; ``SupernetOptions(lean=False)`` everywhere), which computes exactly the same outputs and
+  gradients as the plain path with fewer and cheaper kernels, one edge at a time:
 
   - ``channels_last``: the cells run on NHWC tensors. On CPU, oneDNN's depthwise and pointwise
     convolutions and the pooling kernels are several times faster in this layout (DESIGN.md §9);
@@ -22,11 +26,11 @@ Two implementations of the same function live here, chosen by :class:`SupernetOp
     convolutions run undilated on the polyphase components of their input
     (:mod:`~rnasframe.spaces.darts.fastops`).
 
-``none`` is skipped on both paths (its weight still takes part in the softmax). The fast path
+``none`` is skipped on every path (its weight still takes part in the softmax). The fast path
 rounds differently (sums in another order, ``BN(z) * w`` computed as one product), so results agree
 to float tolerance, not bit for bit; ``tests/test_darts_fast.py`` checks every switch in float64.
 
-Both paths use the same modules, so the parameters, buffers and ``state_dict`` keys are identical:
+All paths use the same modules, so the parameters, buffers and ``state_dict`` keys are identical:
 a checkpoint written with one path loads into the other, and a supernet can switch paths at any
 time by assigning :attr:`DartsSupernet.options`.
 """
@@ -44,7 +48,7 @@ from torch import Tensor, nn
 from rnasframe import validation
 from rnasframe.interfaces.search_space import InputSpec, Supernet
 from rnasframe.modules import Normalize, pointwise_conv2d
-from rnasframe.spaces.darts import fastops
+from rnasframe.spaces.darts import fastops, lean
 from rnasframe.spaces.darts.genotypes import PRIMITIVES, Genotype, derive_genotype, num_edges
 from rnasframe.spaces.darts.operations import (
     DilConv,
@@ -87,6 +91,23 @@ class SupernetOptions:
             (CUDA only; a CPU input raises :class:`RuntimeError`). This one changes the numerics
             (bfloat16 convolutions) and is therefore off by default; the logits are returned in
             float32.
+        lean: compute the cells in *waves* (:mod:`~rnasframe.spaces.darts.lean`): every edge that
+            reads the same state at once, each stage of every operation kind as one grouped
+            kernel, about a quarter of the operators per search iteration of the fused path (what
+            bounds the speed on a GPU). Takes precedence over ``fused_edges``; uses
+            ``channels_last`` and ``depthwise`` like the fused path. ``None`` (the default): the
+            lean path on GPUs and other accelerators, the fused path on the CPU, where the lean
+            path's concatenations and replicated states cost more memory traffic than the
+            operators they save at the paper's size (``docs/performance.md``: 2.2x slower at
+            batch 64, 2.3x faster on a tiny supernet). ``True`` / ``False`` force one path.
+        cuda_graphs: *experimental, not yet validated on a GPU*: run the forward (and its
+            backward) as CUDA graphs through ``torch.compile(mode="reduce-overhead")``, which
+            copies each input into a static buffer and replays the captured kernels, so that the
+            host launches one graph instead of thousands of operators. CUDA only (a CPU input
+            raises :class:`RuntimeError`); needs Triton; recompiles (and captures again) when the
+            parameters' ``requires_grad`` flags, the train/eval mode or the input shape change,
+            so the alpha-step, the w-step and the PGD loop each get their own graphs.
+            ``benchmarks/gpu_check.sh`` compares it with the eager paths.
     """
 
     fused_edges: bool = attrs.field(default=True, validator=validation.boolean)
@@ -94,6 +115,8 @@ class SupernetOptions:
     depthwise: bool = attrs.field(default=True, validator=validation.boolean)
     compile: bool = attrs.field(default=False, validator=validation.boolean)
     bf16_autocast: bool = attrs.field(default=False, validator=validation.boolean)
+    lean: Optional[bool] = attrs.field(default=None, validator=attrs.validators.optional(validation.boolean))
+    cuda_graphs: bool = attrs.field(default=False, validator=validation.boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.depthwise and not self.fused_edges:
@@ -106,7 +129,13 @@ class SupernetOptions:
     def plain(cls) -> "SupernetOptions":
         """Every switch off: DARTS' straightforward implementation."""
         return cls(
-            fused_edges=False, channels_last=False, depthwise=False, compile=False, bf16_autocast=False
+            fused_edges=False,
+            channels_last=False,
+            depthwise=False,
+            compile=False,
+            bf16_autocast=False,
+            lean=False,
+            cuda_graphs=False,
         )
 
 
@@ -499,7 +528,7 @@ class DartsSupernet(Supernet):
     parameter.
 
     How the forward pass is computed is chosen by :attr:`options` (a :class:`SupernetOptions`;
-    default: the fast path). Every option except ``bf16_autocast`` gives the plain path's outputs
+    default: the lean path on accelerators, the fast path on the CPU). Every option except ``bf16_autocast`` gives the plain path's outputs
     and gradients up to float rounding, and none changes the parameters or ``state_dict`` keys, so
     :attr:`options` may be reassigned at any time.
 
@@ -511,7 +540,7 @@ class DartsSupernet(Supernet):
         multiplier: number of last nodes concatenated into a cell's output.
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         input_spec: input shape and normalization (default: 3x32x32, identity normalization).
-        options: implementation switches (default: ``SupernetOptions()``, the fast path).
+        options: implementation switches (default: ``SupernetOptions()``).
     """
 
     def __init__(
@@ -605,34 +634,54 @@ class DartsSupernet(Supernet):
 
     def _dispatch(self, x: Tensor) -> Tensor:
         options = self._options
-        if not options.compile:
-            return self._forward_impl(x, options.fused_edges, options.channels_last, options.depthwise)
-        compiled = self._compiled()
+        if options.cuda_graphs and x.device.type != "cuda":
+            raise RuntimeError(
+                "SupernetOptions.cuda_graphs=True captures CUDA graphs and needs a CUDA input; got "
+                f"an input on {x.device}. Use SupernetOptions(cuda_graphs=False) on this device."
+            )
+        if not (options.compile or options.cuda_graphs):
+            return self._forward_impl(x, options.fused_edges, options.channels_last, options.depthwise, self._lean(x))
+        mode = "reduce-overhead" if options.cuda_graphs else None
+        compiled = self._compiled(mode)
+        if options.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         try:
-            return compiled(x, options.fused_edges, options.channels_last, options.depthwise)
+            return compiled(x, options.fused_edges, options.channels_last, options.depthwise, self._lean(x))
         except Exception as error:  # noqa: BLE001 - re-raised with the switch named
             if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                switch = "cuda_graphs" if options.cuda_graphs else "compile"
                 raise RuntimeError(
-                    f"SupernetOptions.compile=True: torch.compile failed ({type(error).__name__}: "
+                    f"SupernetOptions.{switch}=True: torch.compile failed ({type(error).__name__}: "
                     f"{str(error).splitlines()[0] if str(error) else ''}). It needs a working inductor "
                     "tool chain (a C++ compiler on CPU, Triton on CUDA); set "
-                    "SupernetOptions(compile=False) to run eagerly."
+                    f"SupernetOptions({switch}=False) to run eagerly."
                 ) from error
             raise
 
-    def _compiled(self) -> Callable[..., Tensor]:
-        compiled = self.__dict__.get("_compiled_forward")
+    def _lean(self, x: Tensor) -> bool:
+        """Whether this forward pass uses the lean path (``options.lean``; ``None``: off the CPU)."""
+        choice = self._options.lean
+        return x.device.type != "cpu" if choice is None else choice
+
+    def _compiled(self, mode: Optional[str] = None) -> Callable[..., Tensor]:
+        key = "_compiled_forward" if mode is None else f"_compiled_forward_{mode}"
+        compiled = self.__dict__.get(key)
         if compiled is None:
             if not hasattr(torch, "compile"):
                 raise RuntimeError(
                     "SupernetOptions.compile=True needs torch.compile (torch >= 2.0); set "
                     "SupernetOptions(compile=False)"
                 )
-            compiled = torch.compile(self._forward_impl)
-            self.__dict__["_compiled_forward"] = compiled
+            if mode is None:
+                compiled = torch.compile(self._forward_impl)
+            else:
+                compiled = torch.compile(self._forward_impl, mode=mode)
+            self.__dict__[key] = compiled
         return compiled
 
-    def _forward_impl(self, x: Tensor, fused: bool, channels_last: bool, depthwise: bool) -> Tensor:
+    def _forward_impl(
+        self, x: Tensor, fused: bool, channels_last: bool, depthwise: bool, lean_cells: bool = False
+    ) -> Tensor:
         # The depthwise reformulations work around gaps in oneDNN's CPU kernels only.
         depthwise = depthwise and x.device.type == "cpu"
         weights_normal = F.softmax(self.alphas_normal, dim=-1)
@@ -641,16 +690,22 @@ class DartsSupernet(Supernet):
         if channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(h)
-        for cell in self.cells:
-            weights = weights_reduce if cell.reduction else weights_normal
-            s0, s1 = s1, cell(s0, s1, weights, fused=fused, depthwise=depthwise)
+        if lean_cells:
+            mixing = lean.LeanMixing(weights_normal, weights_reduce)
+            for cell in self.cells:
+                s0, s1 = s1, lean.lean_cell_forward(cell, s0, s1, mixing, depthwise, channels_last)
+        else:
+            for cell in self.cells:
+                weights = weights_reduce if cell.reduction else weights_normal
+                s0, s1 = s1, cell(s0, s1, weights, fused=fused, depthwise=depthwise)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle/copy state without the compiled forward (it is rebuilt on demand)."""
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
-        state.pop("_compiled_forward", None)
+        for key in [k for k in state if k.startswith("_compiled_forward")]:
+            state.pop(key)
         return state
 
     def arch_parameters(self) -> List[nn.Parameter]:
