@@ -270,17 +270,16 @@ def throughput(args: argparse.Namespace) -> Dict[str, Any]:
     from rnasframe.interfaces import InputSpec
     from rnasframe.perturbations import PGD, LinfBall, PGDMaximizer
     from rnasframe.robustness import cross_entropy_objective, model_mode
-    from rnasframe.spaces.darts import DartsSpace, genotypes
+    from rnasframe.spaces.darts import DartsNetworkConfig, DartsSpace, genotypes
     from rnasframe.training import AdversarialTraining, StandardTraining
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    space = DartsSpace()
+    network = DartsNetworkConfig(channels=args.train_channels, layers=args.train_layers, auxiliary=True)
+    space = DartsSpace(network_config=network)
     spec = InputSpec((3, args.size, args.size))
-    model = space.network(
-        genotypes.DARTS_V2, 10, spec, channels=args.train_channels, layers=args.train_layers, auxiliary=True,
-        drop_path_prob=0.2,
-    ).to(device)
+    model = space.network(genotypes.DARTS_V2, 10, spec).to(device)
+    space.set_epoch(model, 2, 3)  # drop path 0.2, as two thirds into a 0.3 ramp
     optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     objectives = {
         "standard": StandardTraining(),
@@ -298,7 +297,7 @@ def throughput(args: argparse.Namespace) -> Dict[str, Any]:
         def run() -> None:
             model.train()
             optimizer.zero_grad(set_to_none=True)
-            objectives[name](model, x_train, y_train, 0.4).loss.backward()
+            objectives[name](model, x_train, y_train).loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
 
