@@ -44,6 +44,8 @@ class WeightOptimizerSettings:
         momentum: SGD momentum (0.9).
         weight_decay: L2 weight decay (3e-4).
         grad_clip: maximum global gradient norm of ``w`` (5); ``None`` disables clipping.
+        nesterov: Nesterov momentum instead of heavy-ball momentum (DARTS: no; NAS-Bench-201's
+            training protocol: yes); needs ``momentum > 0``.
     """
 
     learning_rate: float = attrs.field(default=0.025, validator=validation.greater_than(0.0))
@@ -53,8 +55,11 @@ class WeightOptimizerSettings:
     grad_clip: Optional[float] = attrs.field(
         default=5.0, validator=attrs.validators.optional(validation.greater_than(0.0))
     )
+    nesterov: bool = attrs.field(default=False, validator=validation.boolean)
 
     def __attrs_post_init__(self) -> None:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("WeightOptimizerSettings.nesterov = True needs momentum > 0, got momentum = 0")
         if self.min_learning_rate > self.learning_rate:
             raise ValueError(
                 f"WeightOptimizerSettings.min_learning_rate ({self.min_learning_rate}) must not exceed "
@@ -113,6 +118,7 @@ class _DartsBase(BilevelOptimizer):
             lr=self.weights.learning_rate,
             momentum=self.weights.momentum,
             weight_decay=self.weights.weight_decay,
+            nesterov=self.weights.nesterov,
             foreach=True,  # a few multi-tensor operators per step, not several per parameter
         )
         self._arch_optimizer = torch.optim.Adam(

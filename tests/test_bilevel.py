@@ -151,3 +151,11 @@ def test_state_dict_round_trip_reproduces_next_step_exactly() -> None:
     for p, q in zip(model.parameters(), clone.parameters()):
         assert torch.equal(p, q)
     assert restored.weight_learning_rate == optimizer.weight_learning_rate
+
+
+def test_nesterov_momentum_reaches_sgd_and_needs_momentum() -> None:
+    with pytest.raises(ValueError, match="nesterov = True needs momentum > 0"):
+        WeightOptimizerSettings(momentum=0.0, nesterov=True)
+    optimizer = FirstOrderDarts(weights=WeightOptimizerSettings(nesterov=True))
+    optimizer.setup(ToySupernet(4, 3), epochs=1)
+    assert all(group["nesterov"] for group in optimizer.state_dict()["weight_optimizer"]["param_groups"])

@@ -61,7 +61,7 @@ def test_training_config_is_nasbench201s_protocol() -> None:
     settings = trainer.optimizer
     assert (settings.learning_rate, settings.min_learning_rate, settings.momentum, settings.weight_decay) == (
         0.1, 0.0, 0.9, 5e-4)
-    assert settings.grad_clip is None
+    assert settings.grad_clip is None and settings.nesterov
     assert trainer.augmentation.crop_padding == 4 and trainer.augmentation.horizontal_flip
     assert trainer.augmentation.cutout == 0
     gin.clear_config()

@@ -401,7 +401,8 @@ class Trainer:
         distributed.broadcast_module(model)
         settings = self.optimizer
         sgd = torch.optim.SGD(
-            model.parameters(), lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay
+            model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
+            weight_decay=settings.weight_decay, nesterov=settings.nesterov,
         )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=self.epochs, eta_min=settings.min_learning_rate)
         loader = BatchLoader(
