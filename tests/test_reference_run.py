@@ -16,9 +16,14 @@ run with the same seed and compares:
   step. The random draws are the same ones. The robustness table (clean, FGSM and PGD-20
   accuracy on 24 test images) must be equal.
 
-The recorded numbers come from one CPU (one thread); another instruction set may round
-convolutions differently. On such a machine, regenerate the file with the earlier version of
-the code, then run this test against the current one.
+Second-order RNAS-uniform and RNAS-max were recorded again when :class:`SecondOrderDarts` started
+evaluating all four objectives of one architecture step with one draw of ``x'``
+(:class:`~rnasframe.bilevel.SharedDraw`): a deliberate change of which noise those evaluations
+see. The other four searches still give the numbers of the earlier code, bit for bit.
+
+The recorded numbers come from one CPU kind (``cpu_capability`` in the file, one thread). On a
+CPU whose vector instruction set differs, convolutions may round differently: there the search
+test compares α to 1e-5 and the sum of all weights to a relative 1e-5 instead of bit for bit.
 
 Regenerate the file only for a deliberate change of behaviour:
 ``python tests/test_reference_run.py --write``.
@@ -166,9 +171,15 @@ def _differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, order", SEARCH_CASES)
 def test_search_gives_the_recorded_alpha_and_weights_bit_for_bit(tmp_path: Path, kind: str, order: str) -> None:
-    expected = _reference()["search"][f"{kind}/{order}"]
+    reference = _reference()
+    expected = reference["search"][f"{kind}/{order}"]
     found = fingerprint(_search(kind, order, tmp_path / "run"), per_tensor=False)
-    assert found["sha256"] == expected["sha256"], _differences(expected, found)
+    if torch.backends.cpu.get_cpu_capability() == reference["cpu_capability"]:
+        assert found["sha256"] == expected["sha256"], _differences(expected, found)
+        return
+    for name, values in expected["tensors"].items():  # another instruction set: float tolerance
+        torch.testing.assert_close(torch.tensor(found["tensors"][name]), torch.tensor(values), rtol=0, atol=1e-5)
+    assert found["sum"] == pytest.approx(expected["sum"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -191,7 +202,7 @@ def test_training_gives_the_recorded_weights_and_robustness_table(tmp_path: Path
 
 def _write(folder: Path) -> None:  # pragma: no cover - regenerates the reference file
     torch.set_num_threads(1)
-    payload: Dict[str, Any] = {"search": {}, "training": {}}
+    payload: Dict[str, Any] = {"search": {}, "training": {}, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for kind, order in SEARCH_CASES:
         torch.manual_seed(0)
         payload["search"][f"{kind}/{order}"] = fingerprint(
