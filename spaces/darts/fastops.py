@@ -2,9 +2,9 @@
 
 On CPU (torch 2.14, oneDNN 3.12), depthwise convolutions have fast forward *and* backward kernels
 only when the kernel is at most 3 wide and undilated. For 5x5 kernels the weight gradient is
-10-15x slower than the forward pass, and for dilated kernels both gradients are (DESIGN.md §9;
-``python benchmarks/suite.py --sections micro`` measures it). Two exact reformulations avoid those
-kernels:
+10-15x slower than the forward pass, and for dilated kernels both gradients are
+(``python benchmarks/suite.py --sections micro`` measures it; see ``docs/performance.md``). Two
+exact reformulations avoid those kernels:
 
 * :func:`depthwise_conv2d` (undilated, any odd ``k``): the forward is oneDNN's; the input
   gradient of a stride-1 convolution is a forward convolution with the flipped kernel (faster than

@@ -13,7 +13,7 @@ Three implementations of the same function, chosen by :class:`SupernetOptions`:
   kernels, one edge at a time:
 
   - ``channels_last``: the cells run on NHWC tensors. On CPU, oneDNN's depthwise and pointwise
-    convolutions and the pooling kernels are several times faster in this layout (DESIGN.md §9);
+    convolutions and the pooling kernels are several times faster in this layout (``docs/performance.md``);
     the convolution weights are not touched, so the parameters and ``state_dict`` are unchanged.
   - ``fused_edges``: (1) ``ReLU`` of a state is computed once and shared by every ``sep_conv``,
     ``dil_conv`` and factorized-reduce ``skip_connect`` that reads the state (up to 4 operations on
