@@ -232,9 +232,9 @@ def main() -> None:
     if not args.dry and not torch.cuda.is_available():
         print("no CUDA device: running the dry mode on the CPU", flush=True)
     if dry:
-        size = dict(channels=4, layers=2, size=8, batch=2, check_batch=2, pgd_steps=2, warmup=0, repeats=1)
+        size = {"channels": 4, "layers": 2, "size": 8, "batch": 2, "check_batch": 2, "pgd_steps": 2, "warmup": 0, "repeats": 1}
     else:
-        size = dict(channels=16, layers=8, size=32, batch=64, check_batch=16, pgd_steps=10, warmup=2, repeats=5)
+        size = {"channels": 16, "layers": 8, "size": 32, "batch": 64, "check_batch": 16, "pgd_steps": 10, "warmup": 2, "repeats": 5}
     args.__dict__.update(size, distributed_timeout=120 if dry else 300)
     device = "cpu" if dry else "cuda"
     torch.manual_seed(0)

@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import count_ops  # noqa: E402
-import search_step  # noqa: E402  (the sibling module, also usable on its own)
+import count_ops
+import search_step
 
 _aten = torch.ops.aten
 
@@ -495,7 +495,7 @@ def print_report(report: Dict[str, Any]) -> None:
         print("\ndepthwise convolution fwd + both grads, oneDNN vs reformulated (ms)")
         for r in report["micro"]:
             print(
-                f"  {str(r['shape']):<20} k{r['kernel']} d{r['dilation']}: {r['native_ms']:8.2f} "
+                f"  {r['shape']!s:<20} k{r['kernel']} d{r['dilation']}: {r['native_ms']:8.2f} "
                 f"{r['reformulated_ms']:8.2f}  x{r['speedup']:.2f}"
             )
 

@@ -172,9 +172,9 @@ class TinySpace(SearchSpace):
         axes = figure.add_axes((0, 0, 1, 1), xlim=(-0.7, len(names) - 0.3), ylim=(-1, 1))
         axes.axis("off")
         for i, name in enumerate(names):
-            axes.text(i, 0, name, ha="center", va="center", bbox=dict(boxstyle="round", facecolor="#dbe8f7"))
+            axes.text(i, 0, name, ha="center", va="center", bbox={"boxstyle": "round", "facecolor": "#dbe8f7"})
             if i:
-                axes.annotate("", (i - 0.32, 0), (i - 0.68, 0), arrowprops=dict(arrowstyle="-|>"))
+                axes.annotate("", (i - 0.32, 0), (i - 0.68, 0), arrowprops={"arrowstyle": "-|>"})
         Path(folder).mkdir(parents=True, exist_ok=True)
         path = Path(folder) / "chain.png"
         FigureCanvasAgg(figure).print_png(str(path))

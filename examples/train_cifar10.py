@@ -10,7 +10,7 @@ Examples::
     # data-parallel: Trainer.batch_size (96) is the global batch, split over the processes
     torchrun --nproc_per_node=4 examples/train_cifar10.py --gin_file=train.gin --genotype=DARTS_V2 --run_dir runs/train4
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --master_addr=HOST0 --master_port=29500 \
-        examples/train_cifar10.py --gin_file=train.gin --genotype=DARTS_V2 --run_dir /shared/runs/train16
+        examples/train_cifar10.py --gin_file=train.gin --genotype=DARTS_V2 --run_dir runs/train16
 
 ``--genotype`` is a ``genotype.json``, a search's run folder or a published name (DARTS_V1,
 DARTS_V2). The run folder receives ``checkpoint.pt`` (every epoch), ``best.pt`` (the epoch selected

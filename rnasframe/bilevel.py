@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, cast
 
 import attrs
 import gin
@@ -53,7 +53,9 @@ class WeightOptimizerSettings:
     momentum: float = attrs.field(default=0.9, validator=validation.in_closed_range(0.0, 1.0))
     weight_decay: float = attrs.field(default=3e-4, validator=validation.at_least(0.0))
     grad_clip: Optional[float] = attrs.field(
-        default=5.0, validator=attrs.validators.optional(validation.greater_than(0.0))
+        default=5.0,
+        # attrs' stubs type the field by its float default, not as Optional[float]
+        validator=attrs.validators.optional(validation.greater_than(0.0)),  # type: ignore[arg-type]
     )
     nesterov: bool = attrs.field(default=False, validator=validation.boolean)
 
@@ -152,7 +154,9 @@ class _DartsBase(BilevelOptimizer):
     def state_dict(self) -> Dict[str, Any]:
         """Both optimizers' and the scheduler's state."""
         self._require_setup()
-        assert self._weight_optimizer and self._arch_optimizer and self._scheduler
+        assert self._weight_optimizer is not None
+        assert self._arch_optimizer is not None
+        assert self._scheduler is not None
         return {
             "weight_optimizer": self._weight_optimizer.state_dict(),
             "arch_optimizer": self._arch_optimizer.state_dict(),
@@ -162,7 +166,9 @@ class _DartsBase(BilevelOptimizer):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`."""
         self._require_setup()
-        assert self._weight_optimizer and self._arch_optimizer and self._scheduler
+        assert self._weight_optimizer is not None
+        assert self._arch_optimizer is not None
+        assert self._scheduler is not None
         self._weight_optimizer.load_state_dict(state["weight_optimizer"])
         self._arch_optimizer.load_state_dict(state["arch_optimizer"])
         self._scheduler.load_state_dict(state["scheduler"])
@@ -267,7 +273,8 @@ class SecondOrderDarts(_DartsBase):
     def _arch_step(
         self, supernet: Supernet, objective: Any, train_batch: Batch, valid_batch: Batch
     ) -> Dict[str, Tensor]:
-        assert self._weight_optimizer is not None and self._arch_optimizer is not None
+        assert self._weight_optimizer is not None
+        assert self._arch_optimizer is not None
         weights, alphas = self._weight_params, self._arch_params
         xi = self.weight_learning_rate
         momentum = self.weights.momentum
@@ -280,7 +287,8 @@ class SecondOrderDarts(_DartsBase):
             with preserved_buffers(supernet):
                 train_loss = objective(supernet, x_tr, y_tr).loss  # advances the generators once
                 train_grads = [
-                    _zero_if_none(g, w) for g, w in zip(torch.autograd.grad(train_loss, weights, allow_unused=True), weights)
+                    _zero_if_none(g, w)
+                    for g, w in zip(torch.autograd.grad(train_loss, weights, allow_unused=True), weights)
                 ]
                 average_tensors(train_grads)
                 with torch.no_grad():
@@ -318,7 +326,7 @@ class SecondOrderDarts(_DartsBase):
     ) -> List[Tensor]:
         """``(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)``, ``w`` restored by the caller."""
         weights, alphas = self._weight_params, self._arch_params
-        norm = torch.sqrt(sum((v * v).sum() for v in vector))
+        norm = torch.sqrt(cast(Tensor, sum((v * v).sum() for v in vector)))  # vector is never empty
         r = self.finite_difference_scale / norm.clamp_min(1e-12)
         x, y = batch
         gradients = []
@@ -358,7 +366,11 @@ class SharedDraw:
     def capture(cls, *tensors: Tensor) -> "SharedDraw":
         """The generators' current state (CPU, and CUDA for the devices ``tensors`` live on)."""
         devices = sorted(
-            {t.device.index if t.device.index is not None else torch.cuda.current_device() for t in tensors if t.device.type == "cuda"}
+            {
+                t.device.index if t.device.index is not None else torch.cuda.current_device()
+                for t in tensors
+                if t.device.type == "cuda"
+            }
         )
         return cls(torch.get_rng_state(), {d: torch.cuda.get_rng_state(d) for d in devices})
 

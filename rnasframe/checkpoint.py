@@ -15,14 +15,13 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
-
-from typing_extensions import Self
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import attrs
 import numpy as np
 import torch
 from torch import Tensor
+from typing_extensions import Self
 
 from rnasframe.run_folder import write_atomic
 
@@ -243,7 +242,7 @@ class BestWeights(CheckpointRecord):
 
 def capture_rng_state() -> Dict[str, Any]:
     """The states of Python's, NumPy's, torch's CPU and (when present) CUDA random generators."""
-    np_state = np.random.get_state()
+    np_state = cast(Tuple[Any, ...], np.random.get_state())  # the legacy tuple; numpy's stubs say a dict
     state: Dict[str, Any] = {
         "python": _to_lists(random.getstate()),
         "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)), *np_state[2:]],

@@ -55,7 +55,9 @@ def attack_bindings(shorthand: str) -> List[str]:
             references.append(f"@{key}/PGD()")
             bindings.append(f"{key}/PGD.steps = {int(key[3:])}")
         elif key:
-            raise ValueError(f"unknown attack {raw.strip()!r} in --attacks; valid attacks: {', '.join(ATTACK_SHORTHANDS)}")
+            raise ValueError(
+                f"unknown attack {raw.strip()!r} in --attacks; valid attacks: {', '.join(ATTACK_SHORTHANDS)}"
+            )
     if not references:
         raise ValueError(f"--attacks names no attack; valid attacks: {', '.join(ATTACK_SHORTHANDS)}")
     if len(set(references)) != len(references):
@@ -88,7 +90,7 @@ def _fail(message: str) -> int:
     return 2
 
 
-class _Exit(Exception):
+class _Exit(Exception):  # noqa: N818 - not an error: an exit status on its way out
     """Carries an exit status out of the shared helpers below."""
 
     def __init__(self, status: int) -> None:
@@ -114,7 +116,9 @@ def _files_and_run_dir(args: argparse.Namespace, what: str, examples: str) -> Tu
     return files, Path("runs") / f"{Path(files[0]).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _configure(files: Sequence[str], bindings: Sequence[str], examples_dir: Optional[Path], build: Callable[[], T]) -> T:
+def _configure(
+    files: Sequence[str], bindings: Sequence[str], examples_dir: Optional[Path], build: Callable[[], T]
+) -> T:
     """Parse gin strictly and build the configured object; configuration errors exit with one line."""
     gin.clear_config()
     try:
@@ -163,7 +167,7 @@ def search_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Pat
 
     from rnasframe.engine import SearchEngine
 
-    engine = _configure(files, args.gin_param, examples_dir, SearchEngine)
+    engine = _configure(files, args.gin_param, examples_dir, SearchEngine)  # type: ignore[arg-type]  # gin binds the rest
     result = _guarded(lambda: engine.run(run_dir, resume=args.resume), run_dir)
     assert result is not None
     if os.environ.get("RANK", "0") != "0":  # data-parallel runs: rank 0 reports
@@ -214,7 +218,7 @@ def train_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[Path
     from rnasframe.training import Trainer
 
     def build() -> "Trainer":
-        trainer = Trainer()
+        trainer = Trainer()  # type: ignore[call-arg]  # gin binds space and the rest
         return trainer.with_genotype(args.genotype) if args.genotype is not None else trainer
 
     trainer = _configure(files, args.gin_param, examples_dir, build)
@@ -243,11 +247,16 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[P
     an evaluation file changing ``RobustnessEvaluation``), then ``--attacks``. Returns the exit
     status (0 on success, 2 on a configuration or input error).
     """
-    parser = argparse.ArgumentParser(description="Evaluate the robustness of a trained network (a training run folder).")
+    parser = argparse.ArgumentParser(
+        description="Evaluate the robustness of a trained network (a training run folder)."
+    )
     parser.add_argument("--run_dir", required=True, help="the training run folder (holds checkpoint.pt and best.pt)")
     parser.add_argument(
         "--gin_file", action="append", default=[],
-        help="gin file applied after the run's config.gin (a path, or a bare name among the packaged configs); repeatable",
+        help=(
+            "gin file applied after the run's config.gin (a path, or a bare name among the packaged configs); "
+            "repeatable"
+        ),
     )
     parser.add_argument("--gin_param", action="append", default=[], help="a gin binding applied last; repeatable")
     parser.add_argument(
@@ -274,7 +283,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, examples_dir: Optional[P
 
     from rnasframe.training import Trainer
 
-    trainer = _configure([str(saved), *args.gin_file], bindings, examples_dir, Trainer)
+    trainer = _configure([str(saved), *args.gin_file], bindings, examples_dir, Trainer)  # type: ignore[arg-type]  # gin binds the rest
     result = _guarded(lambda: trainer.evaluate_run(run_dir, checkpoint=args.checkpoint), run_dir, resumable=False)
     _print_results(result)
     return 0

@@ -64,7 +64,7 @@ def packaged_configs() -> Path:
 
 
 def config_dirs(search_dirs: Sequence[Path] = ()) -> List[Path]:
-    """Where bare gin names are looked up: ``search_dirs`` (e.g. a clone's ``examples/``), then the package's configs."""
+    """Where bare gin names are looked up: ``search_dirs`` (e.g. a clone's ``examples/``), then the packaged configs."""
     folders = [Path(d) for d in search_dirs]
     packaged = packaged_configs()
     return folders if packaged in folders else [*folders, packaged]
@@ -141,7 +141,9 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_dirs: S
     try:
         gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings), skip_unknown=False)
     except tokenize.TokenError as error:
-        raise ConfigError(f"malformed gin literal (unbalanced bracket or quote?) in {_sources(files, bindings)}: {error}") from None
+        raise ConfigError(
+            f"malformed gin literal (unbalanced bracket or quote?) in {_sources(files, bindings)}: {error}"
+        ) from None
     except (ValueError, TypeError, SyntaxError, KeyError, OSError) as error:
         message = " ".join(str(error).split())
         raise ConfigError(f"invalid gin configuration in {_sources(files, bindings)}: {message}") from None

@@ -155,7 +155,9 @@ class SearchEngine:
         default=None, validator=attrs.validators.optional(validation.positive_int)
     )
     checkpoint_every_minutes: Optional[float] = attrs.field(
-        default=10.0, validator=attrs.validators.optional(validation.greater_than(0.0, "minutes"))
+        default=10.0,
+        # attrs' stubs type the field by its float default, not as Optional[float]
+        validator=attrs.validators.optional(validation.greater_than(0.0, "minutes")),  # type: ignore[arg-type]
     )
 
     def __attrs_post_init__(self) -> None:
@@ -216,12 +218,14 @@ class SearchEngine:
         supernet: Supernet = self.space.supernet(train_images.num_classes, input_spec).to(run.device)
         distributed.broadcast_module(supernet)
         self.optimizer.setup(supernet, self.epochs)
-        shard = dict(
-            drop_last=True, device=run.device, rank=run.rank, world_size=run.world_size,
-            augmentation=self.augmentation, resident=self.resident_data,
-        )
+        shard: Dict[str, Any] = {
+            "drop_last": True, "device": run.device, "rank": run.rank, "world_size": run.world_size,
+            "augmentation": self.augmentation, "resident": self.resident_data,
+        }
         train_loader = BatchLoader(train_images.subset(train_idx, "w half"), self.batch_size, seed=self.seed, **shard)
-        valid_loader = BatchLoader(train_images.subset(valid_idx, "alpha half"), self.batch_size, seed=self.seed + 1, **shard)
+        valid_loader = BatchLoader(
+            train_images.subset(valid_idx, "alpha half"), self.batch_size, seed=self.seed + 1, **shard
+        )
         eval_loader = BatchLoader(train_images.subset(valid_idx), self.batch_size, shuffle=False, device=run.device)
         steps = min(len(train_loader), len(valid_loader))
         if steps == 0:
@@ -349,7 +353,8 @@ class SearchEngine:
         batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), first, steps)
         phase = "search" if update_arch else "warm-up"
         bar = tqdm(
-            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False, disable=None
+            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False,
+            disable=None,
         )
         for step, (train_batch, valid_batch) in enumerate(bar, start=first + 1):
             step_metrics = self.optimizer.step(supernet, self.objective, train_batch, valid_batch, update_arch)
@@ -375,7 +380,7 @@ class SearchEngine:
         history = {name: [t.numpy() for t in values] for name, values in alpha_history.items()}
         try:
             pictures = self.space.save_pictures(genotype, history, folder.path)
-        except Exception as error:  # noqa: BLE001 - a picture is never worth a search
+        except Exception as error:  # a picture is never worth a search
             folder.log(f"epoch {epoch + 1}: pictures not drawn ({type(error).__name__}: {error})")
             return
         for picture in pictures:
@@ -383,7 +388,9 @@ class SearchEngine:
                 pixels = np.asarray(image.convert("RGB"))
             folder.writer.add_image(picture.tag, pixels, epoch + 1, dataformats="HWC")
 
-    def _log_epoch(self, folder: RunFolder, supernet: Supernet, genotype: Any, metrics: Dict[str, float], epoch: int) -> None:
+    def _log_epoch(
+        self, folder: RunFolder, supernet: Supernet, genotype: Any, metrics: Dict[str, float], epoch: int
+    ) -> None:
         folder.scalars(metrics, epoch + 1)
         names = supernet.op_names
         for group_name, alpha in zip(supernet.arch_parameter_names, supernet.arch_parameters()):

@@ -18,6 +18,9 @@ class Normalize(nn.Module):
     pixel units, as in the paper (epsilon = 0.031 ~ 8/255).
     """
 
+    mean: Tensor
+    inv_std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         mean_t = torch.as_tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Tuple
 
 import attrs
 import gin
@@ -32,7 +32,11 @@ class ObjectiveOutput:
     metrics: Dict[str, Tensor]
 
 
-def _check_regularizers(instance: "RobustObjective", attribute: "attrs.Attribute[Tuple[Regularizer, ...]]", value: Tuple[Regularizer, ...]) -> None:
+def _check_regularizers(
+    instance: "RobustObjective",
+    attribute: "attrs.Attribute[Tuple[Regularizer, ...]]",
+    value: Tuple[Regularizer, ...],
+) -> None:
     for index, regularizer in enumerate(value):
         if not isinstance(regularizer, Regularizer):
             raise TypeError(

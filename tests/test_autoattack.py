@@ -76,7 +76,7 @@ def test_l2_autoattack_runs_inside_its_ball(trained: Tuple[nn.Module, LabeledIma
     assert adversarial.shape == x.shape
     distances = (adversarial - x).flatten(1).norm(dim=1)
     assert bool((distances <= 0.5 + 1e-4).all()), distances.max()
-    assert 0.0 <= float(adversarial.min()) and float(adversarial.max()) <= 1.0
+    assert float(adversarial.min()) >= 0.0 and float(adversarial.max()) <= 1.0
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean()
         robust = (model(adversarial).argmax(1) == y).float().mean()

@@ -7,15 +7,15 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from toy import ToySupernet
 
 from rnasframe import ArchOptimizerSettings, FirstOrderDarts, RobustObjective, SecondOrderDarts, WeightOptimizerSettings
-
-from toy import ToySupernet
 
 
 def _batches(seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    make = lambda: (torch.rand(8, 1, 2, 2, dtype=torch.float64, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+    def make():
+        return (torch.rand(8, 1, 2, 2, dtype=torch.float64, generator=generator), torch.randint(0, 3, (8,), generator=generator))
     return make(), make()
 
 

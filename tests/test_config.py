@@ -7,7 +7,7 @@ from pathlib import Path
 import gin
 import pytest
 
-from rnasframe import PerturbationConsistency, RobustObjective, SearchEngine
+from rnasframe import PerturbationConsistency, SearchEngine
 from rnasframe.bilevel import FirstOrderDarts, SecondOrderDarts
 from rnasframe.cli import search_main
 from rnasframe.config import ConfigError, is_mixin, packaged_configs, parse_gin, resolve_gin_file

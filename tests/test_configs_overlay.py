@@ -45,7 +45,7 @@ def _shape(base: str, *overlays: str) -> Tuple[Any, ...]:
 
 
 def test_every_mixin_is_known_and_no_mixin_includes_another_file() -> None:
-    assert MIXINS == sorted(QUICKSTART), "a new mix-in: add it to QUICKSTART"
+    assert sorted(QUICKSTART) == MIXINS, "a new mix-in: add it to QUICKSTART"
     for name in MIXINS:
         lines = (CONFIGS / name).read_text().splitlines()
         assert not [line for line in lines if line.lstrip().startswith("include")], name

@@ -138,7 +138,7 @@ def test_importing_the_kit_imports_neither_pytest_nor_hypothesis() -> None:
 class LeavesTheBall(Perturbation):
     """Forgets to project: steps 2 * epsilon away."""
 
-    ball: NormBall = LinfBall(0.031)
+    ball: NormBall = attrs.field(default=LinfBall(0.031))
 
     def perturb(self, x: Tensor, objective: PerturbationObjective) -> Tensor:
         return x + 2 * self.ball.epsilon
@@ -148,7 +148,7 @@ class LeavesTheBall(Perturbation):
 class ModifiesX(Perturbation):
     """Writes into the caller's batch."""
 
-    ball: NormBall = LinfBall(0.031)
+    ball: NormBall = attrs.field(default=LinfBall(0.031))
 
     def perturb(self, x: Tensor, objective: PerturbationObjective) -> Tensor:
         return x.mul_(0.99)
@@ -158,7 +158,7 @@ class ModifiesX(Perturbation):
 class LeavesGradients(Perturbation):
     """Overrides __call__ (skipping the base class' guard) and calls backward()."""
 
-    ball: NormBall = LinfBall(0.031)
+    ball: NormBall = attrs.field(default=LinfBall(0.031))
 
     def __call__(self, x: Tensor, objective: PerturbationObjective, model: Optional[nn.Module] = None) -> Tensor:
         return self.perturb(x, objective)
@@ -182,7 +182,7 @@ class SwitchesToEval(PGDMaximizer):
 class Unseeded(Perturbation):
     """Draws noise from a generator that nobody seeds."""
 
-    ball: NormBall = LinfBall(0.031)
+    ball: NormBall = attrs.field(default=LinfBall(0.031))
 
     def perturb(self, x: Tensor, objective: PerturbationObjective) -> Tensor:
         generator = torch.Generator().manual_seed(random.SystemRandom().randrange(2**62))
@@ -515,7 +515,7 @@ def test_tutorial_code_blocks_run_and_its_excerpts_match_the_files(monkeypatch: 
             name = f"<{TUTORIAL.name}, block {ran + 1}>"
             linecache.cache[name] = (len(code), None, code.splitlines(keepends=True), name)
             with contextlib.redirect_stdout(io.StringIO()):
-                exec(compile(code, name, "exec"), namespace)  # noqa: S102
+                exec(compile(code, name, "exec"), namespace)
         ran += 1
     assert ran >= 5 and excerpts >= 2
     # The mix-in classes the tutorial defines pass their own tests.

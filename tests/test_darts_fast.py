@@ -347,7 +347,7 @@ def test_compile_switch_wraps_forward(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_compile_failure_names_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    class BackendCompilerFailed(Exception):
+    class BackendCompilerFailed(Exception):  # noqa: N818 - torch._dynamo's name
         pass
 
     BackendCompilerFailed.__module__ = "torch._dynamo.exc"

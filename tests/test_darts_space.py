@@ -330,10 +330,10 @@ def test_genotype_from_dict_rejects_bad_content(data: dict, message: str) -> Non
 
 
 def test_network_rejects_bad_genotype_at_construction() -> None:
-    bad_op = genotypes.DARTS_V2._replace(normal=[("sep_conv_9x9", 0)] + genotypes.DARTS_V2.normal[1:])
+    bad_op = genotypes.DARTS_V2._replace(normal=[("sep_conv_9x9", 0), *genotypes.DARTS_V2.normal[1:]])
     with pytest.raises(ValueError, match="'sep_conv_9x9'.*allowed"):
         small_space().network(bad_op)
-    bad_reduce = genotypes.DARTS_V2.reduce[:-1] + [("max_pool_3x3", 7)]
+    bad_reduce = [*genotypes.DARTS_V2.reduce[:-1], ("max_pool_3x3", 7)]
     bad_index = genotypes.DARTS_V2._replace(reduce=bad_reduce)
     with pytest.raises(ValueError, match=r"reduce\[7\] reads input 7.*0\.\.4"):
         small_space().network(bad_index)

@@ -8,9 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rnasframe.data import Augmentation, BatchLoader, CIFAR10Source, DataNotFoundError, DigitsSource, LabeledImages, split_indices
+from rnasframe.data import (
+    Augmentation,
+    BatchLoader,
+    CIFAR10Source,
+    DataNotFoundError,
+    DigitsSource,
+    LabeledImages,
+    split_indices,
+)
 
 
 def _write_fake_cifar10(root: Path, per_batch: int = 4) -> None:
@@ -46,7 +55,7 @@ def test_cifar10_loader_reads_torchvision_format(fake_cifar10: Path) -> None:
     assert train.images.dtype == torch.uint8 and train.shape == (3, 32, 32)
     assert train.images[:4, 0, 0, 0].tolist() == [0, 0, 0, 0] and train.images[4, 0, 0, 0] == 1
     pixels = train.pixels(torch.arange(3))
-    assert pixels.dtype == torch.float32 and 0 <= pixels.min() and pixels.max() <= 1
+    assert pixels.dtype == torch.float32 and pixels.min() >= 0 and pixels.max() <= 1
     mean, std = source.normalization(train)
     assert mean[0] == pytest.approx(0.4914, abs=1e-3) and std[2] == pytest.approx(0.2616, abs=1e-3)
     assert len(CIFAR10Source(root=str(fake_cifar10), limit=7).load_train()) == 7
@@ -62,7 +71,7 @@ def test_digits_are_real_bundled_images_with_a_fixed_split() -> None:
     train, test = source.load_train(), source.load_test()
     assert len(train) + len(test) == 1797 and train.shape == (1, 8, 8) and train.num_classes == 10
     assert torch.equal(DigitsSource().load_train().labels, train.labels)
-    assert 0 <= float(train.images.min()) and float(train.images.max()) <= 1
+    assert float(train.images.min()) >= 0 and float(train.images.max()) <= 1
 
 
 @given(n=st.integers(2, 500), portion=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
@@ -84,7 +93,7 @@ def test_batches_depend_only_on_seed_and_epoch_and_stay_in_pixel_range() -> None
     assert len(first) == len(loader) == 3
     for (x1, y1), (x2, y2) in zip(first, second):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-        assert x1.shape == (16, 3, 8, 8) and 0 <= x1.min() and x1.max() <= 1
+        assert x1.shape == (16, 3, 8, 8) and x1.min() >= 0 and x1.max() <= 1
     assert not torch.equal(first[0][0], next(iter(loader.epoch(4)))[0])
 
 

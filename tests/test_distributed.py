@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from toy import ToySpace
 
 from rnasframe import FirstOrderDarts, RobustObjective, SearchEngine
 from rnasframe.checkpoint import load_checkpoint
 from rnasframe.data import DigitsSource
 from rnasframe.engine import CHECKPOINT_FORMAT
-
-from toy import ToySpace
 
 ROOT = Path(__file__).resolve().parents[1]
 

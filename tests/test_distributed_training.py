@@ -30,7 +30,7 @@ from rnasframe.checkpoint import load_checkpoint
 from rnasframe.cli import train_main
 from rnasframe.data import Augmentation, LabeledImages
 from rnasframe.data.sources import DataSource
-from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
+from rnasframe.perturbations import FGSM, LinfBall, PGDMaximizer
 from rnasframe.robustness import RobustnessEvaluation
 from rnasframe.spaces.darts import DartsNetworkConfig, DartsSpace
 from rnasframe.training import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -18,7 +17,7 @@ from rnasframe.data import Augmentation, DigitsSource
 from rnasframe.engine import CHECKPOINT_FORMAT
 from rnasframe.interfaces import Regularizer, RegularizerOutput
 from rnasframe.perturbations import LinfBall, PGDMaximizer
-from rnasframe.spaces.darts import DartsSpace, genotypes
+from rnasframe.spaces.darts import DartsSpace
 
 
 def _engine(**overrides: Any) -> SearchEngine:

@@ -15,13 +15,13 @@ from typing import Dict, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
-from rnasframe.spaces.darts import DartsSpace
-from rnasframe.spaces.darts.lean import check_lean_structure
-from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
 from torch import Tensor
 
 from rnasframe.interfaces.search_space import InputSpec
 from rnasframe.model_state import input_gradients_only, preserved_buffers
+from rnasframe.spaces.darts import DartsSpace
+from rnasframe.spaces.darts.lean import check_lean_structure
+from rnasframe.spaces.darts.supernet import DartsSupernet, SupernetOptions
 
 PLAIN = SupernetOptions.plain()
 LEAN = {
@@ -172,18 +172,18 @@ def test_lean_is_the_default_off_the_cpu_and_plain_turns_it_off(monkeypatch: pyt
     assert SupernetOptions().lean is None and SupernetOptions.plain().lean is False
     with pytest.raises(TypeError, match="SupernetOptions.lean must be True or False"):
         SupernetOptions(lean=1)  # type: ignore[arg-type]
-    class LeanUsed(Exception):
+    class LeanUsedError(Exception):
         pass
 
     def spy(*args: object) -> None:
-        raise LeanUsed
+        raise LeanUsedError
 
     monkeypatch.setattr("rnasframe.spaces.darts.lean.lean_cell_forward", spy)
     net = make_supernet(8)
     net.options = SupernetOptions()
     net(torch.rand(1, 3, 8, 8, dtype=torch.float64))  # CPU input: the fused path
     net.options = SupernetOptions(lean=True)
-    with pytest.raises(LeanUsed):
+    with pytest.raises(LeanUsedError):
         net(torch.rand(1, 3, 8, 8, dtype=torch.float64))
 
 

@@ -10,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from toy import ToySupernet
 
 from rnasframe import PerturbationConsistency, RobustObjective
 from rnasframe.interfaces import Perturbation, PerturbationObjective
 from rnasframe.perturbations import LinfBall, PGDMaximizer, UniformSampler
 from rnasframe.similarity import KLSimilarity, MSESimilarity
-
-from toy import ToySupernet
 
 
 @attrs.define(eq=False)

@@ -99,7 +99,7 @@ def test_unusual_but_valid_cells_are_drawn() -> None:
 def test_bad_cell_name_or_genotype_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="cell must be one of 'normal', 'reduce'"):
         plot.draw_cell(genotypes.DARTS_V2, "reduction")
-    bad = genotypes.DARTS_V2._replace(normal=[("conv_7x7", 0)] + genotypes.DARTS_V2.normal[1:])
+    bad = genotypes.DARTS_V2._replace(normal=[("conv_7x7", 0), *genotypes.DARTS_V2.normal[1:]])
     with pytest.raises(ValueError, match="conv_7x7"):
         plot.draw_cell(bad, "normal")
     with pytest.raises(ValueError, match="conv_7x7"):

@@ -4,7 +4,7 @@
 the code (before the run lifecycle and the network configuration moved). Each test repeats the
 run with the same seed and compares:
 
-* **search** (DARTS, RNAS-uniform and RNAS-max, first and second order): the final α and every
+* **search** (DARTS, RNAS-uniform and RNAS-max, first and second order): the final alpha and every
   supernet weight, **bit-identical** (SHA-256 of the bytes of every tensor). Nothing in the
   search's arithmetic is meant to change.
 * **training from scratch** (standard with auxiliary head and drop path, TRADES): the trained
@@ -23,7 +23,7 @@ see. The other four searches still give the numbers of the earlier code, bit for
 
 The recorded numbers come from one CPU kind (``cpu_capability`` in the file, one thread). On a
 CPU whose vector instruction set differs, convolutions may round differently: there the search
-test compares α to 1e-5 and the sum of all weights to a relative 1e-5 instead of bit for bit.
+test compares alpha to 1e-5 and the sum of all weights to a relative 1e-5 instead of bit for bit.
 
 Regenerate the file only for a deliberate change of behaviour:
 ``python tests/test_reference_run.py --write``.

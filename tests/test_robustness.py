@@ -127,7 +127,7 @@ def test_trained_model_pgd_below_fgsm_below_clean_and_epsilon_zero_is_clean(trai
 class _HelpfulAttack(Perturbation):
     """A broken 'attack' that descends the loss: it makes the model *more* accurate."""
 
-    ball: NormBall = LinfBall(0.1)
+    ball: NormBall = attrs.field(default=LinfBall(0.1))
 
     @property
     def name(self) -> str:
@@ -173,7 +173,7 @@ def test_results_files_are_written_and_parse(tmp_path: Path, trained: Tuple[nn.M
     assert loaded["evaluation"]["accuracy"]["clean"] == report.clean
     assert loaded["evaluation"]["sanity"]["passed"] is True
     assert {a["name"] for a in loaded["evaluation"]["attacks"]} == {"fgsm", "pgd20"}
-    pgd = [a for a in loaded["evaluation"]["attacks"] if a["name"] == "pgd20"][0]
+    pgd = next(a for a in loaded["evaluation"]["attacks"] if a["name"] == "pgd20")
     assert (pgd["steps"], pgd["step_size"], pgd["epsilon"], pgd["random_start"]) == (20, 0.003, 0.031, True)
     markdown = (tmp_path / "results.md").read_text()
     assert markdown == results_markdown(loaded)
@@ -267,7 +267,7 @@ def test_l2_evaluation_of_a_trained_model_is_sane_and_records_the_norm(trained: 
 class _CornerAttack(Perturbation):
     """Claims to be an L2 attack but returns L-inf corners: outside the L2 ball of the same radius."""
 
-    ball: NormBall = L2Ball(0.1)
+    ball: NormBall = attrs.field(default=L2Ball(0.1))
 
     @property
     def name(self) -> str:

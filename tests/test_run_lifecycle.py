@@ -55,11 +55,15 @@ def test_the_folder_is_created_only_when_opened_and_ctrl_c_is_logged(tmp_path: P
         assert not folder.exists()
         run.open_folder()
         assert folder.is_dir()
-    with pytest.raises(KeyboardInterrupt):
+
+    def interrupted_in_epoch_3() -> None:
         with Run(tmp_path / "other", "search", resume=False, device=CPU) as run:
             run.open_folder()
             run.epochs_done = 2
             raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_in_epoch_3()
     log = (tmp_path / "other" / "log.txt").read_text()
     assert "interrupted during epoch 3; the checkpoint of epoch 2 is intact; resume with --resume" in log
 

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Tuple
 import pytest
 import torch
 from torch import Tensor, nn
+from toy import ToySupernet
 
 from rnasframe import (
     ArchOptimizerSettings,
@@ -25,7 +26,6 @@ from rnasframe import (
 )
 from rnasframe.bilevel import SharedDraw
 from rnasframe.perturbations import LinfBall, PGDMaximizer, UniformSampler
-from toy import ToySupernet
 
 XI, DECAY = 0.05, 3e-4
 

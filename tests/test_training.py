@@ -17,10 +17,10 @@ from rnasframe.checkpoint import load_checkpoint
 from rnasframe.cli import evaluate_main, train_main
 from rnasframe.config import parse_gin
 from rnasframe.data import Augmentation, BatchLoader, CIFAR10Source, DigitsSource, LabeledImages
+from rnasframe.interfaces import NetworkOutput
 from rnasframe.perturbations import FGSM, PGD, LinfBall, PGDMaximizer
 from rnasframe.robustness import AutoAttack, RobustnessEvaluation, attack_name
 from rnasframe.similarity import KLSimilarity
-from rnasframe.interfaces import NetworkOutput
 from rnasframe.spaces.darts import DartsNetworkConfig, DartsSpace, genotypes
 from rnasframe.training import (
     BEST_FORMAT,

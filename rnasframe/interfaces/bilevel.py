@@ -35,8 +35,8 @@ class BilevelOptimizer(abc.ABC):
         train_batch: Batch,
         valid_batch: Batch,
         update_arch: bool,
-    ) -> Dict[str, float]:
-        """Run one search step and return metrics to log.
+    ) -> Dict[str, Tensor]:
+        """Run one search step and return metrics to log (0-d tensors, left on the device: no host sync).
 
         Args:
             supernet: the supernet given to :meth:`setup`.

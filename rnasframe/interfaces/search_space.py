@@ -157,7 +157,7 @@ class SearchSpace(abc.ABC):
             raise ValueError(f"{type(self).__name__}: a genotype's JSON form is an object, got {text!r}")
         return self.genotype_from_dict(data)
 
-    def set_epoch(self, network: nn.Module, epoch: int, epochs: int) -> None:
+    def set_epoch(self, network: nn.Module, epoch: int, epochs: int) -> None:  # noqa: B027 - optional hook, no-op default
         """Prepare ``network`` (built by :meth:`network`) for training epoch ``epoch`` of ``epochs``.
 
         The trainer calls it before every epoch so that a space can run its own schedules (DARTS'

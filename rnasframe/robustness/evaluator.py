@@ -44,7 +44,9 @@ def seeded_randomness(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _batches(images: LabeledImages, batch_size: int, device: torch.device, limit: Optional[int]) -> Iterator[Tuple[Tensor, Tensor]]:
+def _batches(
+    images: LabeledImages, batch_size: int, device: torch.device, limit: Optional[int]
+) -> Iterator[Tuple[Tensor, Tensor]]:
     count = len(images) if limit is None else min(limit, len(images))
     for index in torch.arange(count).split(batch_size):
         yield images.pixels(index).to(device), images.labels[index].to(device)
@@ -104,7 +106,8 @@ def attack_accuracy(
 
 
 def check_attack_radius(attack: Any, epsilon: float, where: str) -> None:
-    """Raise unless ``attack`` is a :class:`~rnasframe.interfaces.Perturbation` whose ball (if any) has radius ``epsilon``.
+    """Raise unless ``attack`` is a :class:`~rnasframe.interfaces.Perturbation` whose ball (if any) has
+    radius ``epsilon``.
 
     Args:
         attack: the attack to check.
@@ -125,7 +128,9 @@ def check_attack_radius(attack: Any, epsilon: float, where: str) -> None:
         )
 
 
-def _check_fractions(instance: "RobustnessEvaluation", attribute: "attrs.Attribute[Any]", value: Tuple[float, ...]) -> None:
+def _check_fractions(
+    instance: "RobustnessEvaluation", attribute: "attrs.Attribute[Any]", value: Tuple[float, ...]
+) -> None:
     for fraction in value:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
             raise ValueError(
@@ -183,10 +188,16 @@ class RobustnessEvaluation:
     )
     attacks: Tuple[Perturbation, ...] = attrs.field(factory=_default_attacks, converter=tuple)
     sweep_attack: Perturbation = attrs.field(factory=PGD)
-    sweep_fractions: Tuple[float, ...] = attrs.field(default=(0.0, 0.25, 0.5, 1.0), converter=tuple, validator=_check_fractions)
-    tolerance: float = attrs.field(default=0.0, validator=validation.in_closed_range(0.0, 1.0, "a fraction of examples"))
+    sweep_fractions: Tuple[float, ...] = attrs.field(
+        default=(0.0, 0.25, 0.5, 1.0), converter=tuple, validator=_check_fractions
+    )
+    tolerance: float = attrs.field(
+        default=0.0, validator=validation.in_closed_range(0.0, 1.0, "a fraction of examples")
+    )
     batch_size: int = attrs.field(default=250, validator=validation.positive_int)
-    max_examples: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(validation.positive_int))
+    max_examples: Optional[int] = attrs.field(
+        default=None, validator=attrs.validators.optional(validation.positive_int)
+    )
     seed: int = attrs.field(default=0, validator=validation.non_negative_int)
 
     def __attrs_post_init__(self) -> None:
@@ -203,7 +214,8 @@ class RobustnessEvaluation:
                  if isinstance(ball, NormBall)}
         if len(balls) > 1:
             raise ValueError(
-                f"RobustnessEvaluation: the attacks mix threat models ({', '.join(sorted(balls))}); use one ball for all"
+                f"RobustnessEvaluation: the attacks mix threat models ({', '.join(sorted(balls))}); "
+                "use one ball for all"
             )
         for attack in dict.fromkeys((*self.attacks, self.sweep_attack)):
             if isinstance(attack, PGDMaximizer) and attack.steps * attack.step_size < self.epsilon:
@@ -211,7 +223,8 @@ class RobustnessEvaluation:
                     f"RobustnessEvaluation: {attack_name(attack)} moves at most steps * step_size = {attack.steps} * "
                     f"{attack.step_size:g} = {attack.steps * attack.step_size:.4g} < epsilon = {self.epsilon:g} "
                     f"({ball_norm(attack.ball)}), so it cannot reach the ball's boundary; use step_size >= epsilon / "
-                    f"{attack.steps} (2.5 * epsilon / steps = {2.5 * self.epsilon / attack.steps:.4g} is the usual choice)"
+                    f"{attack.steps} (2.5 * epsilon / steps = {2.5 * self.epsilon / attack.steps:.4g} "
+                    "is the usual choice)"
                 )
 
     def check_available(self) -> None:

@@ -52,20 +52,20 @@ SPACE_CHECKS: Tuple[str, ...] = (
 )
 
 
-class _Failure(Exception):
+class _BrokenPromiseError(Exception):
     """One broken promise, before the space's and the check's names are added."""
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise _Failure(message)
+        raise _BrokenPromiseError(message)
 
 
 def _logits(output: Any, batch: int, num_classes: int, where: str) -> Tensor:
     try:
         logits, aux = split_output(output)
     except TypeError as error:
-        raise _Failure(f"{where} {error}") from None
+        raise _BrokenPromiseError(f"{where} {error}") from None
     for name, tensor in (("logits", logits), ("auxiliary logits", aux)):
         if tensor is None:
             continue
@@ -131,7 +131,9 @@ def _check_genotype(context: Dict[str, Any]) -> None:
     try:
         text = json.dumps(data, sort_keys=True)
     except (TypeError, ValueError) as error:
-        raise _Failure(f"genotype_to_dict gave {data!r:.80}, which is not JSON-serializable ({error})") from None
+        raise _BrokenPromiseError(
+            f"genotype_to_dict gave {data!r:.80}, which is not JSON-serializable ({error})"
+        ) from None
     again = space.genotype_from_dict(json.loads(text))
     _require(json.dumps(space.genotype_to_dict(again), sort_keys=True) == text,
              f"genotype_from_dict(genotype_to_dict(g)) changed the genotype: {again!r:.80}")
@@ -267,8 +269,8 @@ def check_search_space(
                 if "supernet" not in context:
                     context["supernet"] = space.supernet(num_classes, spec)
                 check(context)
-            except _Failure as failure:
+            except _BrokenPromiseError as failure:
                 raise ConformanceError(f"{type(space).__name__} fails {name}: {failure}") from None
-            except Exception as error:  # noqa: BLE001 - any crash of the space is a failed check
+            except Exception as error:  # any crash of the space is a failed check
                 message = f"{type(error).__name__}: {error}".splitlines()[0]
                 raise ConformanceError(f"{type(space).__name__} fails {name}: {message}") from error

@@ -204,7 +204,9 @@ class TradesTraining(TrainingObjective):
 
     beta: float = attrs.field(default=6.0, validator=validation.at_least(0.0, "the TRADES weight"))
     perturbation: Perturbation = attrs.field(factory=_default_pgd, validator=attrs.validators.instance_of(Perturbation))
-    similarity: Similarity = attrs.field(factory=_default_similarity, validator=attrs.validators.instance_of(Similarity))
+    similarity: Similarity = attrs.field(
+        factory=_default_similarity, validator=attrs.validators.instance_of(Similarity)
+    )
     attack_mode: str = attrs.field(default="eval", validator=_check_mode)
     auxiliary_weight: float = attrs.field(default=0.4, validator=_auxiliary_weight)
 

@@ -30,8 +30,8 @@ from rnasframe.checkpoint import BestWeights, CheckpointError, TrainingCheckpoin
 from rnasframe.data.images import LabeledImages
 from rnasframe.data.loader import Augmentation, BatchLoader, split_indices
 from rnasframe.data.sources import CIFAR10Source, DataSource
-from rnasframe.interfaces.search_space import InputSpec, SearchSpace
 from rnasframe.interfaces.perturbation import Perturbation
+from rnasframe.interfaces.search_space import InputSpec, SearchSpace
 from rnasframe.perturbations import PGD
 from rnasframe.robustness.attacks import attack_settings
 from rnasframe.robustness.evaluator import RobustnessEvaluation, RobustnessReport, attack_accuracy, check_attack_radius
@@ -128,7 +128,7 @@ class _Setup:
     held_out: Optional[LabeledImages]
     steps: int
     selection: str
-    selector: Optional[Attack]
+    selector: Optional[Perturbation]
 
 
 @attrs.define(eq=False)
@@ -259,7 +259,9 @@ class Trainer:
         default=None, validator=attrs.validators.optional(validation.positive_int)
     )
     checkpoint_every_minutes: Optional[float] = attrs.field(
-        default=10.0, validator=attrs.validators.optional(validation.greater_than(0.0, "minutes"))
+        default=10.0,
+        # attrs' stubs type the field by its float default, not as Optional[float]
+        validator=attrs.validators.optional(validation.greater_than(0.0, "minutes")),  # type: ignore[arg-type]
     )
     _resolved: Optional[Tuple[Any, str]] = attrs.field(init=False, default=None, repr=False)
 
@@ -401,10 +403,15 @@ class Trainer:
         distributed.broadcast_module(model)
         settings = self.optimizer
         sgd = torch.optim.SGD(
-            model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
-            weight_decay=settings.weight_decay, nesterov=settings.nesterov,
+            model.parameters(),
+            lr=settings.learning_rate,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=settings.nesterov,
         )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=self.epochs, eta_min=settings.min_learning_rate)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            sgd, T_max=self.epochs, eta_min=settings.min_learning_rate
+        )
         loader = BatchLoader(
             train_images.subset(train_idx, "training part"), self.batch_size, seed=self.seed,
             augmentation=self.augmentation, drop_last=True, device=run.device, rank=run.rank, world_size=run.world_size,
@@ -473,7 +480,9 @@ class Trainer:
         setup.scheduler.step()
         if run.world_size > 1:
             _average_running_statistics(model)
-            distributed.check_identical([*model.parameters(), *model.buffers()], "network weights or BatchNorm statistics")
+            distributed.check_identical(
+                [*model.parameters(), *model.buffers()], "network weights or BatchNorm statistics"
+            )
         value: Optional[float] = None
         if setup.held_out is not None and run.main:
             value = attack_accuracy(
@@ -506,7 +515,8 @@ class Trainer:
 
     def _checkpoint(self, setup: _Setup, progress: _Progress, world: int) -> TrainingCheckpoint:
         return TrainingCheckpoint(
-            step=progress.step, position=progress.position, epoch=progress.epoch, model=setup.model.state_dict(), optimizer=setup.sgd.state_dict(),
+            step=progress.step, position=progress.position, epoch=progress.epoch,
+            model=setup.model.state_dict(), optimizer=setup.sgd.state_dict(),
             scheduler=setup.scheduler.state_dict(), rng=capture_rng_state(), split=setup.split,
             seconds_per_epoch=progress.seconds_per_epoch, metrics=progress.metrics, best=progress.best,
             genotype=setup.genotype.as_dict, network=setup.network, model_name=setup.genotype.name,
@@ -532,7 +542,8 @@ class Trainer:
         self.evaluation.check_available()
         folder = RunFolder(run_dir)
         try:
-            return self._evaluate(folder, resolve_device(self.device), BEST_NAME if checkpoint == "best" else CHECKPOINT_NAME)
+            name = BEST_NAME if checkpoint == "best" else CHECKPOINT_NAME
+            return self._evaluate(folder, resolve_device(self.device), name)
         finally:
             folder.close()
 
@@ -558,7 +569,9 @@ class Trainer:
         for line in report.warnings():
             folder.logger.warning(line)
         params = count_parameters_millions(model)
-        payload = self._results_payload(training, state, checkpoint_name, name, genotype, params, test_images.name, device)
+        payload = self._results_payload(
+            training, state, checkpoint_name, name, genotype, params, test_images.name, device
+        )
         payload["evaluation"] = report.as_dict()
         payload["seconds"]["evaluate"] = evaluate_seconds
         write_results(folder.path, payload)

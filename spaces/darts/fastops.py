@@ -2,9 +2,9 @@
 
 On CPU (torch 2.14, oneDNN 3.12), depthwise convolutions have fast forward *and* backward kernels
 only when the kernel is at most 3 wide and undilated. For 5x5 kernels the weight gradient is
-10-15x slower than the forward pass, and for dilated kernels both gradients are (DESIGN.md §9;
-``python benchmarks/suite.py --sections micro`` measures it). Two exact reformulations avoid those
-kernels:
+10-15x slower than the forward pass, and for dilated kernels both gradients are
+(``python benchmarks/suite.py --sections micro`` measures it; see ``docs/performance.md``). Two
+exact reformulations avoid those kernels:
 
 * :func:`depthwise_conv2d` (undilated, any odd ``k``): the forward is oneDNN's; the input
   gradient of a stride-1 convolution is a forward convolution with the flipped kernel (faster than
@@ -26,7 +26,7 @@ kernels:
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,7 @@ def depthwise_weight_grad(
     padded in the copy instead. (Also avoided: ``F.pad`` with negative amounts, or on the row axis
     of a large channels-last tensor, both slow paths on CPU.)
     """
-    channels, height, width = x.shape[1], x.shape[-2], x.shape[-1]
+    channels, height = x.shape[1], x.shape[-2]
     out_w = grad_output.shape[-1]
     span = (out_w - 1) * stride + 3
     rows_in_copy = height < 2 * kernel_size
@@ -112,7 +112,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
     """Undilated depthwise convolution with faster backward kernels (see :func:`depthwise_conv2d`)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride = stride
         ctx.padding = padding
@@ -120,7 +120,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
         x, weight = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         kernel_size = weight.shape[-1]
@@ -206,14 +206,14 @@ class _DilatedDepthwiseConv2d(torch.autograd.Function):
     """Stride-1, dilation-2 depthwise convolution with faster backward kernels on the CPU."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, padding: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
         return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
         x, weight = ctx.saved_tensors
         kernel_size = weight.shape[-1]
         grad_x = grad_w = None

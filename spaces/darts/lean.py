@@ -37,10 +37,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from rnasframe.spaces.darts import fastops
 from rnasframe.spaces.darts.genotypes import PRIMITIVES
 from rnasframe.spaces.darts.operations import FactorizedReduce, ReLUConvBN
-from torch import Tensor, nn
 
 __all__ = ["LeanMixing", "lean_cell_forward", "check_lean_structure", "factorized_reduce"]
 
@@ -64,13 +65,13 @@ class _Cat(torch.autograd.Function):
     """``torch.cat(tensors, dim)`` whose backward is one split (autograd's is one slice per input)."""
 
     @staticmethod
-    def forward(ctx, dim: int, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, dim: int, *tensors: Tensor) -> Tensor:
         ctx.dim = dim
         ctx.sizes = [t.shape[dim] for t in tensors]
         return torch.cat(tensors, dim)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         return (None, *grad.split(ctx.sizes, ctx.dim))
 
 
@@ -109,7 +110,7 @@ class LeanMixing:
 
         ``key`` (wave, BatchNorm call, channels) identifies the layout among cells of one type.
         """
-        full_key = (reduction,) + key
+        full_key = (reduction, *key)
         vector = self._vectors.get(full_key)
         if vector is None:
             flat = self._flat.get(reduction)
@@ -132,7 +133,7 @@ class _FlatStatistics:
     updates such as ``load_state_dict`` keep them); if not, the views are rebuilt.
     """
 
-    __slots__ = ("modules", "mean", "var", "_views")
+    __slots__ = ("_views", "mean", "modules", "var")
 
     def __init__(self, modules: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
         self.modules = list(modules)
@@ -164,7 +165,7 @@ class _FlatStatistics:
 class _Counters:
     """Every ``num_batches_tracked`` of a cell as an element of one flat int64 buffer."""
 
-    __slots__ = ("modules", "flat", "_views")
+    __slots__ = ("_views", "flat", "modules")
 
     def __init__(self, modules: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
         self.modules = [m for m in modules if m.num_batches_tracked is not None]
@@ -198,7 +199,8 @@ class _Wave:
         self.edge_ids = [offsets[node] + source for source in sources for node in targets]
         ops = [cell.edges[e].ops for e in self.edge_ids]
         self.count = len(self.edge_ids)
-        self.dw1 = [[o[k][0][1] for o in ops] for k in (_SEP3, _SEP5)] + [[o[k][1] for o in ops] for k in (_DIL3, _DIL5)]
+        self.dw1 = [[o[k][0][1] for o in ops] for k in (_SEP3, _SEP5)]
+        self.dw1 += [[o[k][1] for o in ops] for k in (_DIL3, _DIL5)]
         self.pw1 = [o[k][0][2] for k in (_SEP3, _SEP5) for o in ops] + [o[k][2] for k in (_DIL3, _DIL5) for o in ops]
         self.dw2 = [[o[k][1][1] for o in ops] for k in (_SEP3, _SEP5)]
         self.pw2 = [o[k][1][2] for k in (_SEP3, _SEP5) for o in ops]
@@ -219,12 +221,17 @@ class _Wave:
         self.stats2: Optional[_FlatStatistics] = None
         self._index: Dict[Tuple[int, torch.device, int], Tensor] = {}
 
-    def scales(self, mixing: LeanMixing, reduction: bool, which: int, channels: int, device: torch.device, ops: int) -> Tensor:
+    def scales(
+        self, mixing: LeanMixing, reduction: bool, which: int, channels: int, device: torch.device, ops: int
+    ) -> Tensor:
         """The scales of this wave's identities (``which=0``) or of its scaled BatchNorm call (1)."""
         layout = (self.layout_skip, self.layout2)[which]
-        return mixing.scales(reduction, (self.number, which, channels), self.index(which, layout, channels, device, ops))
+        index = self.index(which, layout, channels, device, ops)
+        return mixing.scales(reduction, (self.number, which, channels), index)
 
-    def index(self, which: int, layout: Tuple[Tuple[int, int], ...], channels: int, device: torch.device, ops: int) -> Tensor:
+    def index(
+        self, which: int, layout: Tuple[Tuple[int, int], ...], channels: int, device: torch.device, ops: int
+    ) -> Tensor:
         """The positions of ``layout``'s scales in ``cat([softmax(alpha).flatten(), 1])``."""
         key = (which, device, channels)
         index = self._index.get(key)
@@ -456,7 +463,8 @@ def lean_cell_forward(
     plan = _plan(cell)
     states = [_preprocess(cell.preprocess0, s0, channels_last), _preprocess(cell.preprocess1, s1, channels_last)]
     counters = plan.counters
-    if counters is not None and counters.flat is not None and plan.norms[0].training and plan.norms[0].track_running_stats:
+    norm = plan.norms[0]
+    if counters is not None and counters.flat is not None and norm.training and norm.track_running_stats:
         counters.flat.add_(1)
     nodes: List[Tensor] = []
     pending: Optional[Tensor] = None  # partial sums of the nodes not complete yet, (N, e * C, H, W)

@@ -123,8 +123,8 @@ def draw_cell(genotype: Genotype, cell: str = "normal", *, title: Optional[str] 
         kind = "input" if node < 2 else ("output" if node == output else "node")
         face, edge = _NODE_STYLE[kind]
         text = axes.text(x, y, _node_name(node, output), ha="center", va="center", fontsize=12, zorder=4,
-                         bbox=dict(boxstyle="circle,pad=0.35" if kind == "node" else "round,pad=0.45",
-                                   facecolor=face, edgecolor=edge, linewidth=1.4))
+                         bbox={"boxstyle": "circle,pad=0.35" if kind == "node" else "round,pad=0.45",
+                               "facecolor": face, "edgecolor": edge, "linewidth": 1.4})
         taken.append(text.get_window_extent(renderer).padded(24, 14))  # the frame and the arrowheads around it
     for (source, target, op), bend in zip(links, bends):
         axes.add_patch(FancyArrowPatch(position[source], position[target], connectionstyle=f"arc3,rad={bend}",
@@ -136,9 +136,10 @@ def draw_cell(genotype: Genotype, cell: str = "normal", *, title: Optional[str] 
         # the spot along the edge whose name box hides no node, no other name and the fewest other edges
         options: List[Tuple[int, int, Any, Any]] = []
         for t in _LABEL_T:
-            x, y = curves[index][int(round(t * 80))]
+            x, y = curves[index][round(t * 80)]
             label = axes.text(x, y, op, ha="center", va="center", fontsize=9, color=op_colour(op), zorder=3,
-                              bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor=op_colour(op), lw=0.9))
+                              bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": op_colour(op),
+                                    "lw": 0.9})
             box = label.get_window_extent(renderer).expanded(1.08, 1.3)
             hidden = sum(box.count_contains(points) for i, points in enumerate(pixels) if i != index)
             options.append((100 * sum(box.overlaps(other) for other in taken) + hidden, len(options), label, box))

@@ -171,7 +171,9 @@ class DartsSpace(SearchSpace):
             ValueError: ``epoch`` is not in ``[0, epochs)``.
         """
         if not isinstance(network, DartsNetwork):
-            raise TypeError(f"DartsSpace.set_epoch needs a DartsNetwork (built by network()), got {type(network).__name__}")
+            raise TypeError(
+                f"DartsSpace.set_epoch needs a DartsNetwork (built by network()), got {type(network).__name__}"
+            )
         if not 0 <= epoch < epochs:
             raise ValueError(f"epoch must be in [0, epochs={epochs}), got {epoch}")
         network.drop_path_prob = self.network_config.drop_path_prob * epoch / epochs

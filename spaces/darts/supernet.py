@@ -8,11 +8,12 @@ Three implementations of the same function, chosen by :class:`SupernetOptions`:
   accelerators): every edge that reads the same state computed in one wave of grouped kernels,
   about a quarter of the fused path's operators per search iteration (what bounds the speed on a
   GPU);
-* the *fast* path (the default on the CPU; ``SupernetOptions(lean=False)`` everywhere), which computes exactly the same outputs and
-  gradients as the plain path with fewer and cheaper kernels, one edge at a time:
+* the *fast* path (the default on the CPU; ``SupernetOptions(lean=False)`` everywhere), which
+  computes exactly the same outputs and gradients as the plain path with fewer and cheaper
+  kernels, one edge at a time:
 
   - ``channels_last``: the cells run on NHWC tensors. On CPU, oneDNN's depthwise and pointwise
-    convolutions and the pooling kernels are several times faster in this layout (DESIGN.md §9);
+    convolutions and the pooling kernels are several times faster in this layout (``docs/performance.md``);
     the convolution weights are not touched, so the parameters and ``state_dict`` are unchanged.
   - ``fused_edges``: (1) ``ReLU`` of a state is computed once and shared by every ``sep_conv``,
     ``dil_conv`` and factorized-reduce ``skip_connect`` that reads the state (up to 4 operations on
@@ -37,7 +38,7 @@ time by assigning :attr:`DartsSupernet.options`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, cast
 
 import attrs
 import gin
@@ -238,7 +239,7 @@ class EdgeInput:
         x: the state.
     """
 
-    __slots__ = ("x", "_relu", "_phases", "_even")
+    __slots__ = ("_even", "_phases", "_relu", "x")
 
     def __init__(self, x: Tensor) -> None:
         self.x = x
@@ -294,17 +295,17 @@ def _is_depthwise(conv: nn.Conv2d) -> bool:
 
 def _depthwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
     if fast and conv.dilation == (1, 1) and _is_depthwise(conv):
-        return fastops.depthwise_conv2d(x, conv.weight, conv.stride[0], conv.padding[0])
+        return fastops.depthwise_conv2d(x, conv.weight, conv.stride[0], cast(int, conv.padding[0]))
     return conv(x)
 
 
 def _sep_body(op: SepConv, relu_x: Tensor, fast: bool) -> Tensor:
     """:class:`SepConv` up to (not including) its last BatchNorm, on an already rectified input."""
-    first, second = op[0], op[1]
-    hidden = first[3](first[2](_depthwise(first[1], relu_x, fast)))
+    first, second = cast(DilConv, op[0]), cast(DilConv, op[1])
+    hidden = first[3](first[2](_depthwise(cast(nn.Conv2d, first[1]), relu_x, fast)))
     # In place: BatchNorm's backward needs its input, not its output.
     hidden = F.relu(hidden, inplace=True)
-    return second[2](_depthwise(second[1], hidden, fast))
+    return second[2](_depthwise(cast(nn.Conv2d, second[1]), hidden, fast))
 
 
 def _dil_body(op: DilConv, state: EdgeInput, fast: bool) -> Tuple[Tensor, bool]:
@@ -313,7 +314,7 @@ def _dil_body(op: DilConv, state: EdgeInput, fast: bool) -> Tuple[Tensor, bool]:
     A phased result is the :func:`~rnasframe.spaces.darts.fastops.to_phases` arrangement of the
     true one (the pointwise convolution and the BatchNorm that follows do not depend on it).
     """
-    conv = op[1]
+    conv = cast(nn.Conv2d, op[1])
     if fast and conv.dilation == (2, 2) and _is_depthwise(conv):
         x = state.x
         pad = conv.kernel_size[0] // 2
@@ -336,7 +337,7 @@ class NodeSum:
     or a product, whose backward needs their inputs only), so the in-place additions are safe.
     """
 
-    __slots__ = ("_total", "_phased")
+    __slots__ = ("_phased", "_total")
 
     def __init__(self) -> None:
         self._total: Optional[Tensor] = None
@@ -418,7 +419,8 @@ class MixedOp(nn.Module):
         """
         x = state.x
         scales = weights.unbind(0)
-        for k, (kind, op) in enumerate(zip(self._kinds, self.ops)):
+        # The kind, not the type checker, knows each operation's class.
+        for k, (kind, op) in enumerate(zip(self._kinds, cast(Iterable[Any], self.ops))):
             if kind == _SKIP:
                 continue
             scale = scales[k]
@@ -507,7 +509,7 @@ class SearchCell(nn.Module):
         for _ in range(self.steps):
             node = NodeSum()
             for j, state in enumerate(inputs):
-                self.edges[offset + j].forward_fused(state, rows[offset + j], node, depthwise)
+                cast(MixedOp, self.edges[offset + j]).forward_fused(state, rows[offset + j], node, depthwise)
             offset += len(inputs)
             inputs.append(EdgeInput(node.result(batch)))
         return torch.cat([state.x for state in inputs[-self.multiplier :]], dim=1)
@@ -528,9 +530,9 @@ class DartsSupernet(Supernet):
     parameter.
 
     How the forward pass is computed is chosen by :attr:`options` (a :class:`SupernetOptions`;
-    default: the lean path on accelerators, the fast path on the CPU). Every option except ``bf16_autocast`` gives the plain path's outputs
-    and gradients up to float rounding, and none changes the parameters or ``state_dict`` keys, so
-    :attr:`options` may be reassigned at any time.
+    default: the lean path on accelerators, the fast path on the CPU). Every option except
+    ``bf16_autocast`` gives the plain path's outputs and gradients up to float rounding, and none
+    changes the parameters or ``state_dict`` keys, so :attr:`options` may be reassigned at any time.
 
     Args:
         num_classes: number of classes.
@@ -647,7 +649,7 @@ class DartsSupernet(Supernet):
             torch.compiler.cudagraph_mark_step_begin()
         try:
             return compiled(x, options.fused_edges, options.channels_last, options.depthwise, self._lean(x))
-        except Exception as error:  # noqa: BLE001 - re-raised with the switch named
+        except Exception as error:  # re-raised with the switch named
             if type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 switch = "cuda_graphs" if options.cuda_graphs else "compile"
                 raise RuntimeError(
