@@ -82,7 +82,9 @@ def test_a_search_stopped_inside_an_epoch_resumes_from_that_step_bit_identically
 
 def _kill_at_a_random_moment(script: str, run_dir: Path, window: float) -> None:
     """Run ``script`` in a fresh process; SIGKILL it within ``window`` seconds of its first checkpoint."""
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT)
+    # One thread, as in this process (conftest.py): the reduction order, hence the bits, depend on it.
+    pinned = "import torch\ntorch.set_num_threads(1)\n" + textwrap.dedent(script)
+    process = subprocess.Popen([sys.executable, "-c", pinned], cwd=ROOT)
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
