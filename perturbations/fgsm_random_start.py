@@ -11,6 +11,7 @@ from torch import Tensor
 
 from rnasframe.interfaces.perturbation import NormBall, Perturbation, PerturbationObjective
 from rnasframe.perturbations.balls import LinfBall, is_norm_ball
+from rnasframe.perturbations.pgd import projected_ascent_step
 from rnasframe.validation import finite
 
 __all__ = ["FGSMRandomStart"]
@@ -77,12 +78,5 @@ class FGSMRandomStart(Perturbation):
         """
         with torch.no_grad():
             start = self.ball.sample(x)
-        candidate = start.detach().requires_grad_(True)
-        value = objective(candidate)
-        if not isinstance(value, Tensor) or value.dim() != 0:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"FGSMRandomStart: the objective must return a scalar tensor, got {shape}")
-        (gradient,) = torch.autograd.grad(value, candidate)
-        with torch.no_grad():
-            step = self.alpha * float(self.ball.epsilon)
-            return self.ball.project(self.ball.ascent_step(candidate, gradient, step), x).detach()
+        step = self.alpha * float(self.ball.epsilon)
+        return projected_ascent_step(self.ball, start, x, objective, step, "FGSMRandomStart").detach()

@@ -11,7 +11,7 @@ from rnasframe.interfaces.perturbation import NormBall, Perturbation, Perturbati
 from rnasframe.perturbations.balls import LinfBall, is_norm_ball
 from rnasframe.validation import boolean, greater_than, positive_int
 
-__all__ = ["PGDMaximizer"]
+__all__ = ["PGDMaximizer", "projected_ascent_step"]
 
 
 @gin.configurable
@@ -71,16 +71,24 @@ class PGDMaximizer(Perturbation):
         with torch.no_grad():
             current = self.ball.sample(x) if self.random_start else x
         for _ in range(self.steps):
-            candidate = current.detach().requires_grad_(True)
-            value = objective(candidate)
-            if not isinstance(value, Tensor) or value.dim() != 0:
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
-                    f"PGDMaximizer: the objective must return a scalar tensor, got {shape}"
-                )
-            (gradient,) = torch.autograd.grad(value, candidate)
-            with torch.no_grad():
-                current = self.ball.project(
-                    self.ball.ascent_step(candidate, gradient, self.step_size), x
-                )
+            current = projected_ascent_step(self.ball, current, x, objective, self.step_size, "PGDMaximizer")
         return current.detach()
+
+
+def projected_ascent_step(
+    ball: NormBall, current: Tensor, x: Tensor, objective: PerturbationObjective, step_size: float, owner: str
+) -> Tensor:
+    """One step of ``objective``'s steepest ascent from ``current``, projected onto ``ball`` around ``x``.
+
+    The step every gradient-based perturbation takes (:class:`PGDMaximizer` ``steps`` times,
+    :class:`~rnasframe.perturbations.FGSMRandomStart` once). Raises :class:`ValueError`, naming
+    ``owner``, when the objective does not return a scalar tensor.
+    """
+    candidate = current.detach().requires_grad_(True)
+    value = objective(candidate)
+    if not isinstance(value, Tensor) or value.dim() != 0:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{owner}: the objective must return a scalar tensor, got {shape}")
+    (gradient,) = torch.autograd.grad(value, candidate)
+    with torch.no_grad():
+        return ball.project(ball.ascent_step(candidate, gradient, step_size), x)
