@@ -26,7 +26,8 @@ from rnasframe.interfaces.search_space import InputSpec, SearchSpace, Supernet
 from rnasframe.objective import RobustObjective
 from rnasframe.run import MidEpochCheckpoints, Run, check_position
 from rnasframe.run_folder import MetricMeter, RunFolder, device_description
-from rnasframe.seeding import resolve_device, seed_everything
+from rnasframe.seeding import epoch_seed, resolve_device, seed_everything
+from rnasframe.signals import CollapseSignals
 
 __all__ = ["SearchEngine", "SearchResult", "CHECKPOINT_FORMAT"]
 
@@ -127,6 +128,9 @@ class SearchEngine:
         checkpoint_every_minutes: also write it when this many minutes of work passed since the
             last write (10; ``None``: never by time). One-process runs only: under ``torchrun``
             checkpoints stay at epoch ends (each rank's random numbers are reseeded per epoch).
+        signals: the health signals measured after each epoch (alpha entropy, the Hessian's
+            dominant eigenvalue; :class:`~rnasframe.signals.CollapseSignals`), logged with the
+            prefix ``signals/``; their time is logged as ``signals_seconds``, not in ``epoch_seconds``.
     """
 
     space: SearchSpace = attrs.field(validator=attrs.validators.instance_of(SearchSpace))
@@ -158,6 +162,9 @@ class SearchEngine:
         default=10.0,
         # attrs' stubs type the field by its float default, not as Optional[float]
         validator=attrs.validators.optional(validation.greater_than(0.0, "minutes")),  # type: ignore[arg-type]
+    )
+    signals: CollapseSignals = attrs.field(
+        factory=CollapseSignals, validator=attrs.validators.instance_of(CollapseSignals)
     )
 
     def __attrs_post_init__(self) -> None:
@@ -284,6 +291,8 @@ class SearchEngine:
             metrics["eval/loss"] = evaluation["loss"]
             metrics["eval/natural_acc"] = evaluation["natural_acc"]
         seconds = run.seconds_since(started)
+        if run.main:
+            metrics.update(self._signals(setup, epoch))
         progress.epoch = epoch + 1
         progress.seconds_per_epoch.append(seconds)
         metrics["epoch_seconds"] = seconds
@@ -297,6 +306,19 @@ class SearchEngine:
             run.folder.write_json("genotype.json", self.space.genotype_to_dict(genotype))
             self._checkpoint(setup, progress, genotype, run.world_size).save(run.checkpoint_path)
         run.epochs_done = epoch + 1
+
+    def _signals(self, setup: _Setup, epoch: int) -> Dict[str, float]:
+        """The epoch's health signals (prefixed ``signals/``) and the seconds they took."""
+        started = time.perf_counter()
+        hessian = self.signals.hessian_due(epoch, self.epochs, self.warmup_epochs)
+        setup.supernet.train()  # the function the alpha step differentiates
+        measured = self.signals.measure(
+            setup.supernet, self.objective, setup.eval_loader.epoch(0), hessian, seed=epoch_seed(self.seed, 0, epoch)
+        )
+        result = {f"signals/{key}": value for key, value in measured.items()}
+        if result:
+            result["signals_seconds"] = time.perf_counter() - started
+        return result
 
     def _checkpoint(self, setup: _Setup, progress: _Progress, genotype: Any, world: int) -> SearchCheckpoint:
         return SearchCheckpoint(

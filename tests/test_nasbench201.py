@@ -269,8 +269,9 @@ def test_save_pictures(tmp_path) -> None:
         space.save_pictures(EXAMPLE, {"cell": [np.zeros((6, 8))]}, tmp_path)
 
 
-def test_no_metrics_without_data() -> None:
-    assert NasBench201Space().genotype_metrics(parse_architecture(EXAMPLE)) == {}
+def test_only_the_skip_count_without_data() -> None:
+    expected = float(str(EXAMPLE).count("skip_connect"))
+    assert NasBench201Space().genotype_metrics(parse_architecture(EXAMPLE)) == {"cell_skip_connect": expected}
     NasBench201Space().set_epoch(nn.Linear(1, 1), 0, 1)  # nothing to schedule
 
 

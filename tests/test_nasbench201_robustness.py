@@ -71,7 +71,7 @@ def test_files_are_read_lazily(folder: Path) -> None:
 def test_space_metrics(folder: Path) -> None:
     space = NasBench201Space(robustness_dataset=RobustnessDataset(folder))
     assert space.genotype_metrics(parse_architecture(A)) == {
-        "cifar10/clean": 0.91, "cifar10/fgsm@Linf": 0.1, "cifar10/pgd@Linf": 0.01
+        "cell_skip_connect": float(A.count("skip_connect")), "cifar10/clean": 0.91, "cifar10/fgsm@Linf": 0.1, "cifar10/pgd@Linf": 0.01
     }
 
 
@@ -142,6 +142,6 @@ def test_bound_in_gin(folder: Path) -> None:
     ])
     space = NasBench201Space()
     assert space.genotype_metrics(parse_architecture(A)) == {
-        "cifar10/clean": 0.91, "cifar10/fgsm@Linf": 0.5, "cifar10/pgd@Linf": 0.45
+        "cell_skip_connect": float(A.count("skip_connect")), "cifar10/clean": 0.91, "cifar10/fgsm@Linf": 0.5, "cifar10/pgd@Linf": 0.45
     }
     gin.clear_config()

@@ -213,6 +213,18 @@ class DartsSpace(SearchSpace):
         """
         return parse_genotype(text, steps=self.steps)
 
+    def genotype_metrics(self, genotype: Genotype) -> Mapping[str, float]:
+        """The number of ``skip_connect`` edges kept in each derived cell.
+
+        Keys ``"normal_skip_connect"`` and ``"reduce_skip_connect"``. DARTS' best-known failure is a
+        normal cell that fills up with skip connections as the search goes on (Zela et al., 2020;
+        Chu et al., 2021), so the count is logged after every epoch.
+        """
+        return {
+            "normal_skip_connect": float(sum(op == "skip_connect" for op, _ in genotype.normal)),
+            "reduce_skip_connect": float(sum(op == "skip_connect" for op, _ in genotype.reduce)),
+        }
+
     def save_pictures(
         self,
         genotype: Genotype,

@@ -121,14 +121,18 @@ class NasBench201Space(SearchSpace):
         return genotype_from_text(text)
 
     def genotype_metrics(self, genotype: NasBench201Genotype) -> Mapping[str, float]:
-        """The tabulated clean, FGSM and PGD accuracy of ``genotype`` from :attr:`robustness_dataset`.
+        """The cell's ``skip_connect`` count and its tabulated accuracies from :attr:`robustness_dataset`.
 
-        Keys ``"<data set>/clean"``, ``"<data set>/fgsm@Linf"``, ``"<data set>/pgd@Linf"`` (see
-        :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary`); ``{}`` when no data is bound.
+        Key ``"cell_skip_connect"`` always (a cell of skip connections is DARTS' collapse on this
+        space too); with data bound also ``"<data set>/clean"``, ``"<data set>/fgsm@Linf"``,
+        ``"<data set>/pgd@Linf"`` (see
+        :meth:`~rnasframe.spaces.nasbench201.robustness_data.RobustnessDataset.summary`).
         """
-        if self.robustness_dataset is None:
-            return {}
-        return self.robustness_dataset.summary(_as_genotype(genotype))
+        genotype = _as_genotype(genotype)
+        metrics = {"cell_skip_connect": float(sum(op == "skip_connect" for op in genotype.operations))}
+        if self.robustness_dataset is not None:
+            metrics.update(self.robustness_dataset.summary(genotype))
+        return metrics
 
     def save_pictures(
         self,
