@@ -14,7 +14,7 @@
    method the per-seed paired difference to DARTS (same seed, same space, same training) with a
    95 % Student-t confidence interval; the search cost per phase and its ratio to DARTS; the
    health signals of the last search epoch (skip connections in the derived cell, mean entropy
-   of softmax(α), the Hessian's dominant eigenvalue).
+   of softmax(alpha), the Hessian's dominant eigenvalue).
 
 Every run keeps its own run folder under ``--work_dir``; running the same command again reuses
 finished runs and resumes unfinished ones, so a study can be split over processes (``--jobs``)
@@ -297,7 +297,7 @@ def _pct(values: Sequence[float]) -> str:
 def _num(values: Sequence[float], digits: int = 2) -> str:
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
-        return "–"
+        return "n/a"
     mean, std = mean_std(finite)
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -312,7 +312,7 @@ def _groups(rows: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str], List[Dict[
 
 def _difference_lines(groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]]) -> List[str]:
     lines = [
-        "| Space | Training | Method − darts | Seeds | " + " | ".join(f"Δ {attack_label(c)}" for c in COLUMNS) + " |",
+        "| Space | Training | Method - darts | Seeds | " + " | ".join(f"Δ {attack_label(c)}" for c in COLUMNS) + " |",
         "|---|---|---|---|" + "---|" * len(COLUMNS),
     ]
     for (space, training, method), members in groups.items():
@@ -384,9 +384,9 @@ def render(rows: List[Dict[str, Any]], calibration: Dict[str, Any], command: str
         "",
         "Search seconds are wall clock of the search epochs (the signals' own time excluded); the ratio is to "
         "DARTS' mean in the same space. Skip: `skip_connect` edges in the derived (normal) cell; entropy: mean "
-        "entropy of softmax(α) in nats; λ_max: dominant Hessian eigenvalue of the validation objective w.r.t. α.",
+        "entropy of softmax(alpha) in nats; λ_max: dominant Hessian eigenvalue of the validation objective w.r.t. alpha.",
         "",
-        "| Space | Method | Search (s) | × DARTS | Train std. (s) | Train adv. (s) | Evaluate (s) | Skip | Entropy | λ_max |",
+        "| Space | Method | Search (s) | x DARTS | Train std. (s) | Train adv. (s) | Evaluate (s) | Skip | Entropy | λ_max |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (space, training, method), members in groups.items():

@@ -99,11 +99,6 @@ def dominant_hessian_eigenvalue(
     return estimate, iterations
 
 
-def _check_every(instance: Any, attribute: "attrs.Attribute[Optional[int]]", value: Optional[int]) -> None:
-    if value is not None:
-        validation.positive_int(instance, attribute, value)
-
-
 @gin.configurable
 @attrs.define(frozen=True)
 class CollapseSignals:
@@ -126,7 +121,11 @@ class CollapseSignals:
     """
 
     entropy: bool = attrs.field(default=True, validator=validation.boolean)
-    hessian_every: Optional[int] = attrs.field(default=5, validator=_check_every)
+    hessian_every: Optional[int] = attrs.field(
+        default=5,
+        # attrs' stubs type the field by its int default, not as Optional[int]
+        validator=attrs.validators.optional(validation.positive_int),  # type: ignore[arg-type]
+    )
     hessian_batches: int = attrs.field(default=1, validator=validation.positive_int)
     hessian_iterations: int = attrs.field(default=20, validator=validation.positive_int)
     hessian_tolerance: float = attrs.field(default=1e-3, validator=validation.greater_than(0.0, "tolerance"))
@@ -179,4 +178,5 @@ class CollapseSignals:
                 return math.nan, 0
             loss = torch.stack(losses).mean()
             generator = torch.Generator().manual_seed(seed)
-            return dominant_hessian_eigenvalue(loss, parameters, self.hessian_iterations, self.hessian_tolerance, generator)
+            iterations, tolerance = self.hessian_iterations, self.hessian_tolerance
+            return dominant_hessian_eigenvalue(loss, parameters, iterations, tolerance, generator)

@@ -74,7 +74,7 @@ def test_quick_study_calibrates_searches_trains_and_writes_the_report(tmp_path: 
         assert f"| {space} | standard | max_fgsm | 1 | " in report.split("## Paired differences")[1]
         assert (tmp_path / "runs" / space / "max_fgsm-seed0" / "adversarial" / "results.json").is_file()
     signals = report.split("## Search cost")[1].split("## Every run")[0]
-    assert "| darts | max_fgsm |" in signals and "| nasbench201 | darts |" in signals and " – |" not in signals
+    assert "| darts | max_fgsm |" in signals and "| nasbench201 | darts |" in signals and " n/a |" not in signals
     checkpoint = tmp_path / "runs" / "darts" / "max_fgsm-seed0" / "adversarial" / "checkpoint.pt"
     written = checkpoint.stat().st_mtime_ns
     assert study.main(argv) == 0  # a second run reuses every finished run folder
