@@ -94,13 +94,13 @@ TRAIN_FILES = {
 SEARCH_BINDINGS = [
     "SearchEngine.data = @DigitsSource()",
     "SearchEngine.device = 'cpu'",
-    "SearchEngine.epochs = 8",
+    "SearchEngine.epochs = 6",
     "SearchEngine.warmup_epochs = 2",
     "SearchEngine.batch_size = 64",
     "SearchEngine.eval_batches = 4",
     "Augmentation.crop_padding = 1",
     "Augmentation.horizontal_flip = False",
-    "CollapseSignals.hessian_every = 3",
+    "CollapseSignals.hessian_every = 2",
     "CollapseSignals.hessian_iterations = 10",
 ]
 SPACE_SEARCH_BINDINGS = {
