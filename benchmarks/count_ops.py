@@ -147,9 +147,8 @@ def count_guarded_call(model: str = "supernet") -> Dict[str, OpCounter]:
     counters = {"call": OpCounter(), "guard": OpCounter(), "check": OpCounter()}
     with counters["call"]:
         _Copy()(x, lambda candidate: candidate.sum(), net)
-    with counters["guard"]:
-        with input_gradients_only(net):
-            pass
+    with counters["guard"], input_gradients_only(net):
+        pass
     with counters["check"]:
         check_pixel_range(x)
     return counters

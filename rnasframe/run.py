@@ -75,7 +75,8 @@ class Run:
     with ``resume=True``, so nothing is ever overwritten by mistake. Entering joins the process
     group that ``torchrun``'s environment describes and leaves it on exit if this run created it
     (:func:`~rnasframe.distributed.leave_process_group`: after an error at once, otherwise once
-    every rank is done, rank 0's final evaluation included). :meth:`open_folder` opens the run folder (on rank 0 only; the other ranks get a disabled
+    every rank is done, rank 0's final evaluation included). :meth:`open_folder` opens the run
+    folder (on rank 0 only; the other ranks get a disabled
     one); on exit a Ctrl-C is logged with the way to resume, and the folder is closed.
 
     Args:
@@ -198,7 +199,9 @@ class Run:
                 raise FloatingPointError(
                     f"metric {key} became {value} in epoch {epoch + 1}{where}; the {self.activity} diverged"
                 )
-        raise FloatingPointError(f"a metric became NaN or infinite in epoch {epoch + 1}{where}; the {self.activity} diverged")
+        raise FloatingPointError(
+            f"a metric became NaN or infinite in epoch {epoch + 1}{where}; the {self.activity} diverged"
+        )
 
     def seconds_since(self, started: float) -> float:
         """Wall-clock seconds since ``started`` (a ``time.perf_counter()`` reading), after the device's queued work."""

@@ -90,12 +90,18 @@ def test_buffers_flags_and_modes_come_back_even_on_an_exception() -> None:
     net.head.bias.requires_grad_(False)
     net(torch.rand(4, 1, 5, 5))  # non-trivial running statistics
     before = _state(net)
-    with pytest.raises(KeyError):
+    frozen_inside: List[bool] = []
+
+    def fails_inside() -> None:
         with input_gradients_only(net):
-            assert not any(p.requires_grad for p in net.parameters())
+            frozen_inside.append(not any(p.requires_grad for p in net.parameters()))
             net(torch.rand(4, 1, 5, 5)).sum()
             net.norm.eval()
             raise KeyError("inside")
+
+    with pytest.raises(KeyError):
+        fails_inside()
+    assert frozen_inside == [True]
     _same(before, _state(net))
 
 
@@ -114,9 +120,12 @@ def test_a_writing_module_is_restored_and_a_false_declaration_is_caught() -> Non
     with preserved_buffers(net):  # believed: not restored, no cost
         net(torch.rand(2, 1, 4, 4))
     assert float(net.counting.calls) == 1.0
-    with pytest.raises(RuntimeError, match=r"buffer 'calls' of a _Liar changed inside a guarded block"):
-        with strict_buffer_checks(), preserved_buffers(net):
+    def guarded_pass() -> None:
+        with preserved_buffers(net):
             net(torch.rand(2, 1, 4, 4))
+
+    with strict_buffer_checks(), pytest.raises(RuntimeError, match=r"buffer 'calls' of a _Liar changed inside a guarded"):
+        guarded_pass()
 
 
 def test_a_declaration_covers_the_class_only_and_needs_a_module() -> None:

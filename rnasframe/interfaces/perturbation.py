@@ -54,7 +54,7 @@ def check_pixel_range(x: Tensor, name: str = "x") -> None:
             )
             return
     lowest, highest = float(low), float(high)
-    if not (-_PIXEL_TOLERANCE <= lowest and highest <= 1 + _PIXEL_TOLERANCE):  # NaN fails too
+    if not (lowest >= -_PIXEL_TOLERANCE and highest <= 1 + _PIXEL_TOLERANCE):  # NaN fails too
         raise ValueError(
             f"{name} must hold pixels in [0, 1] (epsilon is in pixel units; normalize inside the "
             f"model, not in the data transform); got values in [{lowest:.4g}, {highest:.4g}]"
