@@ -164,7 +164,7 @@ def _wait_for(store: dist.Store, key: str, timeout: datetime.timedelta, what: st
 
 
 @contextlib.contextmanager
-def main_process_first(name: str, timeout: datetime.timedelta = MAIN_WAIT_TIMEOUT) -> Iterator[None]:
+def main_process_first(name: str, timeout: Optional[datetime.timedelta] = None) -> Iterator[None]:
     """Run the block on rank 0 first; the other ranks run it once rank 0's block has ended well.
 
     For preparation that must happen once, such as a download into a shared folder: rank 0
@@ -176,7 +176,7 @@ def main_process_first(name: str, timeout: datetime.timedelta = MAIN_WAIT_TIMEOU
 
     Raises:
         RuntimeError: on the other ranks, when rank 0's block raised or rank 0 is gone.
-        TimeoutError: on the other ranks, after ``timeout``.
+        TimeoutError: on the other ranks, after ``timeout`` (default ``MAIN_WAIT_TIMEOUT``).
     """
     if not _active():
         yield
@@ -191,45 +191,57 @@ def main_process_first(name: str, timeout: datetime.timedelta = MAIN_WAIT_TIMEOU
             raise
         store.set(key, "ok")
         return
-    status = _wait_for(store, key, timeout, f"rank 0 to finish: {name}")
+    status = _wait_for(store, key, timeout or MAIN_WAIT_TIMEOUT, f"rank 0 to finish: {name}")
     if status != "ok":
         raise RuntimeError(f"rank 0 {status} ({name}); this rank stops too")
     yield
 
 
-def leave_process_group(failed: bool, timeout: datetime.timedelta = MAIN_WAIT_TIMEOUT) -> None:
+def leave_process_group(failed: bool, timeout: Optional[datetime.timedelta] = None) -> None:
     """Leave the process group so that no rank hangs, whether the run ended well or not.
 
     NCCL's teardown (``destroy_process_group``) is collective: it returns once every rank has
     called it, and never if one rank aborted or died. So every rank first posts on the key-value
     store whether it ended well and, if it did, reads every other rank's post: the other ranks
-    wait there for rank 0's own work (its final evaluation) for up to ``timeout`` (no collective
-    timeout applies; a crash of rank 0 releases them at once), rank 0 for the others (which are
-    done by then). All ranks destroy the group when all ended well; otherwise each aborts its
-    communicators (gloo's groups are destroyed: their teardown is local). A failed rank posts
-    and aborts without waiting. Not distributed, or no process group: nothing to do.
+    wait there for rank 0's own work (its final evaluation) for up to ``timeout`` (default
+    ``MAIN_WAIT_TIMEOUT``; no collective timeout applies, and a crash of rank 0 releases them at
+    once), rank 0 for the others (which are done by then). All ranks destroy the group when all
+    ended well; otherwise each aborts its communicators (gloo's groups are destroyed: their
+    teardown is local). A failed rank posts and aborts without waiting. Not distributed, or no
+    process group: nothing to do.
+
+    Raises:
+        RuntimeError: the store became unreachable (rank 0 is gone) while this rank waited.
+        TimeoutError: a rank did not post within its time.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
-    all_well = not failed
+    all_well, error = not failed, None
     if _active():
         store, me, world = _store(), rank(), dist.get_world_size()
-        store.set(f"{_KEY_PREFIX}leave/{me}", "failed" if failed else "ok")
+        own = f"{_KEY_PREFIX}leave/{me}"
+        store.set(own, "failed" if failed else "ok")
         try:
             for other in range(world):
                 if all_well and other != me:
                     what = "rank 0's end of the run" if other == 0 else f"rank {other} to leave"
-                    wait = timeout if other == 0 else COLLECTIVE_TIMEOUT
+                    wait = (timeout or MAIN_WAIT_TIMEOUT) if other == 0 else COLLECTIVE_TIMEOUT
                     all_well = _wait_for(store, f"{_KEY_PREFIX}leave/{other}", wait, what) == "ok"
+        except (RuntimeError, TimeoutError) as caught:
+            all_well, error = False, caught
+        try:
+            if error is not None:
+                store.set(own, "failed")  # a rank that reads this later aborts too
             # Under env:// rank 0 hosts the store: it stays until every rank has read what it needs.
             if store.add(f"{_KEY_PREFIX}leave/read", 1) == world:
                 store.set(f"{_KEY_PREFIX}leave/all_read", "1")
-            if me == 0 and not failed:
+            if me == 0 and all_well:
                 _wait_for(store, f"{_KEY_PREFIX}leave/all_read", COLLECTIVE_TIMEOUT, "every rank to leave")
-        except (RuntimeError, TimeoutError):
-            _teardown(False)
-            raise
+        except (RuntimeError, TimeoutError) as caught:
+            all_well, error = False, error or caught
     _teardown(all_well)
+    if error is not None:
+        raise error
 
 
 def _teardown(all_well: bool) -> None:

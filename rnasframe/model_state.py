@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, List, Set, Tuple, Type, TypeVar
+from typing import Iterator, List, Set, Tuple, Type
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["preserved_buffers", "input_gradients_only", "read_only_buffers", "strict_buffer_checks"]
 
-ModuleType = TypeVar("ModuleType", bound=Type[nn.Module])
-
 _READ_ONLY_TYPES: Set[type] = set()
 _STRICT = [os.environ.get("RNASFRAME_STRICT_BUFFERS", "") not in ("", "0")]
 
 
-def read_only_buffers(cls: ModuleType) -> ModuleType:
+def read_only_buffers(cls: Type[nn.Module]) -> Type[nn.Module]:
     """Class decorator: declare that ``cls``'s forward pass never writes the module's own buffers.
 
     The guards then neither save nor restore them (constants such as a normalization's mean are

@@ -27,7 +27,7 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable, Mapping, Optional, Type, TypeVar
+from typing import Any, Iterable, Mapping, Optional, Type
 
 import gin
 import torch
@@ -41,8 +41,6 @@ from rnasframe.seeding import epoch_seed, seed_everything
 __all__ = ["Run", "MidEpochCheckpoints", "check_position", "launch_world_size", "write_config"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-Item = TypeVar("Item")
 
 
 def launch_world_size() -> int:
@@ -179,7 +177,7 @@ class Run:
         if self.world_size > 1:
             seed_everything(epoch_seed(seed, self.rank, epoch))
 
-    def progress(self, iterable: Iterable[Item], total: int, initial: int, desc: str) -> Iterable[Item]:
+    def progress(self, iterable: Iterable[Any], total: int, initial: int, desc: str) -> Iterable[Any]:
         """``iterable`` with a progress bar (a ``tqdm``) on rank 0 only, where a terminal shows it; none elsewhere."""
         return tqdm(iterable, total=total, initial=initial, desc=desc, leave=False, disable=None if self.main else True)
 

@@ -138,7 +138,7 @@ def test_a_declaration_covers_the_class_only_and_needs_a_module() -> None:
         pass
     assert counter.total > 0  # a subclass of a read-only type is saved and restored
     with pytest.raises(TypeError, match="read_only_buffers decorates torch.nn.Module subclasses"):
-        read_only_buffers(int)  # type: ignore[type-var]
+        read_only_buffers(int)  # type: ignore[arg-type]
 
 
 def test_modules_added_after_a_call_are_guarded_too() -> None:

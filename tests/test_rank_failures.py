@@ -14,6 +14,8 @@ per rank; the tests read them. The scenarios:
   teardown is collective) and does not time out.
 * ``main_raises`` and ``main_dies``: rank 0 fails (an exception; a hard exit) while rank 1
   waits for it: rank 1 is released at once, not after the waiting timeout.
+* ``main_hangs``: rank 0 outlasts the waiting timeout (shortened to 1 s): rank 1 gives up with a
+  ``TimeoutError`` and posts that, so rank 0, when it is done, aborts instead of waiting for it.
 
 What only NCCL shows (that its ``destroy_process_group`` blocks until every rank calls it, and
 that an aborted communicator must be aborted everywhere) is stood in for here by the order of
@@ -39,7 +41,7 @@ from rnasframe import FirstOrderDarts, RobustObjective, SearchEngine, distribute
 from rnasframe.data import DigitsSource
 from rnasframe.run import Run
 
-SCENARIOS = ("download", "nan", "slow_main", "main_raises", "main_dies")
+SCENARIOS = ("download", "nan", "slow_main", "main_raises", "main_hangs", "main_dies")
 
 
 def _free_port() -> int:
@@ -158,18 +160,19 @@ def _slow_main(rank: int, port: int, root: Path) -> Dict[str, Any]:
         torch.distributed.destroy_process_group = destroy
 
 
-def _main_fails(rank: int, port: int, root: Path, hard: bool) -> Dict[str, Any]:
+def _main_fails(rank: int, port: int, root: Path, how: str) -> Dict[str, Any]:
     os.environ["MASTER_PORT"] = str(port)
-    distributed.MAIN_WAIT_TIMEOUT = datetime.timedelta(seconds=60)
+    distributed.MAIN_WAIT_TIMEOUT = datetime.timedelta(seconds=1 if how == "hangs" else 60)
     started = time.perf_counter()
     outcome: Dict[str, Any] = {}
     try:
-        with Run(root / f"fails-{hard}-{rank}", "training", False, torch.device("cpu")) as run:
+        with Run(root / f"fails-{how}-{rank}", "training", False, torch.device("cpu")) as run:
             if run.main:
-                time.sleep(0.5)
-                if hard:
+                time.sleep(3 if how == "hangs" else 0.5)
+                if how == "dies":
                     os._exit(7)
-                raise KeyError("rank 0's evaluation broke")
+                if how == "raises":
+                    raise KeyError("rank 0's evaluation broke")
         outcome["error"] = "none"
     except BaseException as error:  # the outcome is what is checked
         outcome["error"] = f"{type(error).__name__}: {error}"
@@ -186,8 +189,9 @@ def _worker(rank: int, ports: Dict[str, int], root: str) -> None:
         "download": lambda: _download(rank, ports["download"], base),
         "nan": lambda: _nan(rank, ports["nan"], base),
         "slow_main": lambda: _slow_main(rank, ports["slow_main"], base),
-        "main_raises": lambda: _main_fails(rank, ports["main_raises"], base, hard=False),
-        "main_dies": lambda: _main_fails(rank, ports["main_dies"], base, hard=True),
+        "main_raises": lambda: _main_fails(rank, ports["main_raises"], base, "raises"),
+        "main_hangs": lambda: _main_fails(rank, ports["main_hangs"], base, "hangs"),
+        "main_dies": lambda: _main_fails(rank, ports["main_dies"], base, "dies"),
     }
     for name in SCENARIOS:
         try:
@@ -259,6 +263,13 @@ def test_a_failing_rank_0_releases_the_others_at_once(outcomes: Path) -> None:
     _, survivor = _read(outcomes, "main_dies")
     assert survivor["released_before_timeout"] and survivor["left"], survivor
     assert survivor["error"].startswith("RuntimeError: rank 1 lost the process group while waiting for rank 0"), survivor
+
+
+@pytest.mark.slow
+def test_a_hanging_rank_0_is_given_up_after_the_waiting_timeout(outcomes: Path) -> None:
+    main, other = _read(outcomes, "main_hangs")
+    assert other["error"] == "TimeoutError: rank 1 waited 0:00:01 for rank 0's end of the run; giving up", other
+    assert other["left"] and main == {"error": "none", "released_before_timeout": True, "left": True}
 
 
 @pytest.mark.parametrize(("local_rank", "visible", "index"), [(0, 8, 0), (3, 8, 3), (7, 8, 7), (3, 1, 0), (0, 1, 0)])
