@@ -17,6 +17,12 @@ the GPU. ``--as-on cpu`` counts what the CPU runs, reformulations included.
     python benchmarks/count_ops.py                       # darts, uniform, max at C=16, 8 cells
     python benchmarks/count_ops.py --options fast,lean   # compare implementations
     python benchmarks/count_ops.py --tiny-time           # also: seconds per tiny-supernet iteration
+    python benchmarks/count_ops.py --guard               # operators of one guarded perturbation call
+
+``--guard`` counts what :meth:`~rnasframe.interfaces.Perturbation.__call__` adds around a
+perturbation (the pixel-range check of ``x``, the model guard ``input_gradients_only`` and the
+result's clamp) on the default DARTS supernet and on the DARTS_V2 network, with a perturbation
+that only copies ``x``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import search_step
 
-__all__ = ["OpCounter", "count_iteration", "tiny_iteration_seconds"]
+from rnasframe.interfaces.perturbation import Perturbation, PerturbationObjective, check_pixel_range
+
+__all__ = ["OpCounter", "count_iteration", "count_guarded_call", "GUARD_MODELS", "tiny_iteration_seconds"]
+
+#: Models ``count_guarded_call`` knows: the default DARTS supernet (C=16, 8 cells) and DARTS_V2 (C=36, 20 cells).
+GUARD_MODELS = ("supernet", "darts_v2")
 
 
 class OpCounter(TorchDispatchMode):
@@ -101,12 +112,63 @@ def count_iteration(
     return counter
 
 
+class _Copy(Perturbation):
+    """A perturbation that returns a copy of ``x``: what is left to count is the guard around it."""
+
+    def perturb(self, x: torch.Tensor, objective: PerturbationObjective) -> torch.Tensor:
+        return x.clone()
+
+
+def guard_model(name: str) -> torch.nn.Module:
+    """The model of ``count_guarded_call`` named ``name`` (one of :data:`GUARD_MODELS`), in train mode."""
+    from rnasframe.interfaces import InputSpec
+    from rnasframe.spaces.darts import DartsSpace
+
+    space, spec = DartsSpace(), InputSpec((3, 8, 8))
+    if name == "supernet":
+        return space.supernet(10, spec).train()
+    if name == "darts_v2":
+        return space.network(space.resolve_genotype("DARTS_V2"), 10, spec).train()
+    raise ValueError(f"unknown guard model {name!r}; allowed: {', '.join(GUARD_MODELS)}")
+
+
+def count_guarded_call(model: str = "supernet") -> Dict[str, OpCounter]:
+    """Count the operators of one guarded perturbation call around ``model`` (see ``--guard``).
+
+    Returns counters for the whole call (``"call"``: pixel check, guard, a copy of ``x``,
+    the result's detach and clamp), the guard alone (``"guard"``: entering and leaving
+    ``input_gradients_only`` around nothing) and the pixel-range check alone (``"check"``).
+    The counts depend on the model's structure only.
+    """
+    from rnasframe.model_state import input_gradients_only
+
+    net = guard_model(model)
+    x = torch.rand(2, 3, 8, 8)
+    counters = {"call": OpCounter(), "guard": OpCounter(), "check": OpCounter()}
+    with counters["call"]:
+        _Copy()(x, lambda candidate: candidate.sum(), net)
+    with counters["guard"], input_gradients_only(net):
+        pass
+    with counters["check"]:
+        check_pixel_range(x)
+    return counters
+
+
 def tiny_iteration_seconds(method: str, options: str, repeats: int = 3, pgd_steps: int = 10) -> float:
     """Median seconds of one iteration of the tiny supernet (C=8, 3 cells, 8x8, batch 16)."""
     run = search_step.SearchRun(method, options, _args(8, 3, 8, 16, pgd_steps, False))
     run.step()
     times = sorted(run.step() for _ in range(repeats))
     return times[len(times) // 2]
+
+
+def print_guard_counts() -> None:
+    """Print the operators of one guarded perturbation call on each of :data:`GUARD_MODELS`."""
+    for name in GUARD_MODELS:
+        counters = count_guarded_call(name)
+        kinds = ", ".join(f"{k} {v}" for k, v in collections.Counter(counters["call"].forward).most_common(8))
+        print(f"{name:<9} call {counters['call'].total:>6}  guard {counters['guard'].total:>6}  "
+              f"check {counters['check'].total:>3}  ({kinds})", flush=True)
 
 
 def main() -> None:
@@ -121,9 +183,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="operator kinds listed per phase")
     parser.add_argument("--check-invariance", action="store_true", help="also count at batch 4 and 16x16 images")
     parser.add_argument("--tiny-time", action="store_true", help="time the tiny supernet (one thread)")
+    parser.add_argument("--guard", action="store_true", help="count one guarded perturbation call instead")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.guard:
+        print_guard_counts()
+        return
     report: Dict[str, Any] = {"counts": {}, "tiny_seconds": {}}
     for options in args.options.split(","):
         for method in args.methods.split(","):

@@ -13,7 +13,6 @@ import gin
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from rnasframe import distributed, validation
 from rnasframe.bilevel import FirstOrderDarts
@@ -281,8 +280,9 @@ class SearchEngine:
         if not progress.step:  # a run resumed inside the epoch has its generators' states already
             run.seed_epoch(self.seed, epoch)
         started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
-        metrics = distributed.all_reduce_mean(self._search_epoch(run, setup, progress, epoch))
-        run.check_finite(metrics, epoch)
+        local = self._search_epoch(run, setup, progress, epoch)
+        run.check_finite(local, epoch)  # before the reduction, on every rank together
+        metrics = distributed.all_reduce_mean(local)
         metrics["lr"] = self.optimizer.weight_learning_rate
         self.optimizer.end_epoch()
         distributed.check_identical(supernet.arch_parameters(), "architecture parameters")
@@ -374,10 +374,7 @@ class SearchEngine:
         schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
         batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), first, steps)
         phase = "search" if update_arch else "warm-up"
-        bar = tqdm(
-            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})", leave=False,
-            disable=None,
-        )
+        bar = run.progress(batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})")
         for step, (train_batch, valid_batch) in enumerate(bar, start=first + 1):
             step_metrics = self.optimizer.step(supernet, self.objective, train_batch, valid_batch, update_arch)
             meter.update(step_metrics, weight=int(train_batch[1].shape[0]))

@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnasframe.model_state import read_only_buffers
+
 __all__ = ["Normalize", "PointwiseConv2d", "pointwise_conv2d"]
 
 
+@read_only_buffers
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` as a model's first layer.
 

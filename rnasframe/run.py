@@ -14,8 +14,9 @@ messages, the divergence check and the device-synchronized epoch clock::
                 return None
             run.seed_epoch(seed, epoch)
             started = time.perf_counter()
-            ...
-            run.check_finite(metrics, epoch)
+            for batch in run.progress(batches, total=steps, desc="..."):   # a bar on rank 0 only
+                ...
+            run.check_finite(local_metrics, epoch)   # every rank, before the reduction
             seconds = run.seconds_since(started)
             run.epochs_done = epoch + 1      # after the checkpoint is written
 """
@@ -26,10 +27,11 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Mapping, Optional, Type
+from typing import Any, Iterable, Mapping, Optional, Type
 
 import gin
 import torch
+from tqdm.auto import tqdm
 
 from rnasframe import distributed
 from rnasframe.checkpoint import CheckpointError
@@ -69,16 +71,18 @@ class Run:
 
     Constructing it checks the guard: a folder that already holds ``checkpoint.pt`` is only reused
     with ``resume=True``, so nothing is ever overwritten by mistake. Entering joins the process
-    group that ``torchrun``'s environment describes (and leaves it on exit if this run created
-    it). :meth:`open_folder` opens the run folder (on rank 0 only; the other ranks get a disabled
+    group that ``torchrun``'s environment describes and leaves it on exit if this run created it
+    (:func:`~rnasframe.distributed.leave_process_group`: after an error at once, otherwise once
+    every rank is done, rank 0's final evaluation included). :meth:`open_folder` opens the run
+    folder (on rank 0 only; the other ranks get a disabled
     one); on exit a Ctrl-C is logged with the way to resume, and the folder is closed.
 
     Args:
         run_dir: the run folder.
         activity: ``"search"`` or ``"training"``, used in messages.
         resume: whether the run continues the folder's checkpoint.
-        device: the device asked for; :attr:`device` is the one to use (``cuda:LOCAL_RANK``
-            under ``torchrun`` with CUDA).
+        device: the device asked for; :attr:`device` is the one to use (under ``torchrun`` with
+            CUDA, the GPU :func:`~rnasframe.distributed.cuda_index` picks for ``LOCAL_RANK``).
 
     Raises:
         FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false.
@@ -137,7 +141,7 @@ class Run:
                 self._folder.close()
         finally:
             if self._owns_group:
-                torch.distributed.destroy_process_group()
+                distributed.leave_process_group(failed=kind is not None)
 
     @property
     def folder(self) -> RunFolder:
@@ -173,16 +177,29 @@ class Run:
         if self.world_size > 1:
             seed_everything(epoch_seed(seed, self.rank, epoch))
 
+    def progress(self, iterable: Iterable[Any], total: int, initial: int, desc: str) -> Iterable[Any]:
+        """``iterable`` with a progress bar (a ``tqdm``) on rank 0 only, where a terminal shows it; none elsewhere."""
+        return tqdm(iterable, total=total, initial=initial, desc=desc, leave=False, disable=None if self.main else True)
+
     def check_finite(self, metrics: Mapping[str, float], epoch: int) -> None:
         """Stop the run with :class:`FloatingPointError` when a metric of ``epoch`` is NaN or infinite.
 
-        Called with metrics averaged over ranks, so that every rank stops together.
+        Every rank calls it with its own metrics, before they are averaged: which ranks diverged is
+        decided together (:func:`~rnasframe.distributed.nonfinite_ranks`), so that every rank
+        raises at once and none is left waiting in the next collective.
         """
+        ranks = distributed.nonfinite_ranks(metrics)
+        if not ranks:
+            return
+        where = f" on rank {', '.join(map(str, ranks))} of {self.world_size}" if self.world_size > 1 else ""
         for key, value in metrics.items():
             if value != value or value in (float("inf"), float("-inf")):
                 raise FloatingPointError(
-                    f"metric {key} became {value} in epoch {epoch + 1}; the {self.activity} diverged"
+                    f"metric {key} became {value} in epoch {epoch + 1}{where}; the {self.activity} diverged"
                 )
+        raise FloatingPointError(
+            f"a metric became NaN or infinite in epoch {epoch + 1}{where}; the {self.activity} diverged"
+        )
 
     def seconds_since(self, started: float) -> float:
         """Wall-clock seconds since ``started`` (a ``time.perf_counter()`` reading), after the device's queued work."""

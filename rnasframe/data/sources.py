@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional, Tuple
@@ -12,7 +13,7 @@ import gin
 import numpy as np
 import torch
 
-from rnasframe import validation
+from rnasframe import distributed, validation
 from rnasframe.data.images import LabeledImages
 
 __all__ = ["DataSource", "CIFAR10Source", "DigitsSource", "DataNotFoundError"]
@@ -50,7 +51,9 @@ class CIFAR10Source(DataSource):
 
     Args:
         root: folder that holds (or receives) ``cifar-10-batches-py``.
-        download: let torchvision download the archive when it is missing (needs internet).
+        download: let torchvision download the archive when it is missing (needs internet). In a
+            data-parallel run rank 0 alone downloads; the other ranks wait for it, then read the
+            files (``root`` must be a folder every node sees).
         limit: keep only the first ``limit`` images of each part (for smoke runs); ``None`` keeps all.
     """
 
@@ -68,10 +71,16 @@ class CIFAR10Source(DataSource):
                 f"format); set CIFAR10Source.root to the folder that holds it, or bind "
                 f"CIFAR10Source.download=True on a machine with internet access"
             )
-        try:
-            dataset = CIFAR10(str(folder), train=train, download=self.download)
-        except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
-            raise DataNotFoundError(f"CIFAR-10 in {folder} is missing or corrupted: {error}") from error
+        # Rank 0 downloads; the other ranks of a data-parallel run wait for it, then read its files.
+        once = distributed.main_process_first(f"CIFAR-10 download into {folder.resolve()}")
+        with once if self.download else contextlib.nullcontext():
+            try:
+                dataset = CIFAR10(str(folder), train=train, download=self.download and distributed.is_main_process())
+            except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
+                shared = "" if distributed.is_main_process() or not self.download else (
+                    f" (rank 0 downloaded it into {folder}: CIFAR10Source.root must be a folder every node sees)"
+                )
+                raise DataNotFoundError(f"CIFAR-10 in {folder} is missing or corrupted: {error}{shared}") from error
         images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
         labels = torch.as_tensor(dataset.targets, dtype=torch.long)
         if self.limit is not None:

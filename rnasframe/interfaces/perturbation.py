@@ -36,27 +36,28 @@ def check_pixel_range(x: Tensor, name: str = "x") -> None:
     rnasframe measures epsilon in pixel units of [0, 1] images; inputs normalized in the data
     transform (instead of inside the model) are the most common cause of this error.
 
-    On the CPU the range is read at once (host memory: no device synchronization). On an
-    accelerator the check is enqueued with ``torch._assert_async`` instead, so that a search
-    or attack step never waits for the device; a violation then surfaces as a device-side
-    assertion carrying this message at the next synchronization.
+    It runs before every perturbation, so it never waits for an accelerator: there the check is
+    enqueued with ``torch._assert_async`` (a violation surfaces as a device-side assertion
+    carrying this message at the next synchronization). On the CPU nothing runs asynchronously,
+    so the range is read at once (one fused minimum-and-maximum pass, then two reads of host
+    memory) and the error is raised here, naming the values found.
     """
     if x.numel() == 0:
         return
-    x = x.detach()
-    if x.device.type != "cpu":
-        inside = (x.amin() >= -_PIXEL_TOLERANCE) & (x.amax() <= 1 + _PIXEL_TOLERANCE)
-        torch._assert_async(
-            inside,
-            f"{name} must hold pixels in [0, 1] (epsilon is in pixel units; normalize inside the "
-            "model, not in the data transform)",
-        )
-        return
-    low, high = float(x.min()), float(x.max())
-    if low < -_PIXEL_TOLERANCE or high > 1 + _PIXEL_TOLERANCE:
+    with torch.no_grad():
+        low, high = torch.aminmax(x)
+        if x.device.type != "cpu":
+            torch._assert_async(
+                (low >= -_PIXEL_TOLERANCE) & (high <= 1 + _PIXEL_TOLERANCE),
+                f"{name} must hold pixels in [0, 1] (epsilon is in pixel units; normalize inside the "
+                "model, not in the data transform)",
+            )
+            return
+    lowest, highest = float(low), float(high)
+    if not (lowest >= -_PIXEL_TOLERANCE and highest <= 1 + _PIXEL_TOLERANCE):  # NaN fails too
         raise ValueError(
             f"{name} must hold pixels in [0, 1] (epsilon is in pixel units; normalize inside the "
-            f"model, not in the data transform); got values in [{low:.4g}, {high:.4g}]"
+            f"model, not in the data transform); got values in [{lowest:.4g}, {highest:.4g}]"
         )
 
 

@@ -22,7 +22,6 @@ import attrs
 import gin
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from rnasframe import distributed, validation
 from rnasframe.bilevel import WeightOptimizerSettings
@@ -183,10 +182,11 @@ class Trainer:
     * Checkpoint selection runs on rank 0 only, unsharded (the same held-out images and attack
       seed as in a one-process run), while the other ranks wait at a barrier. The final
       robustness evaluation also runs on rank 0 only: the other ranks return ``None`` from
-      :meth:`run` as soon as the last checkpoint is written (a long evaluation such as AutoAttack
-      would outlast the process group's 30-minute collective timeout if they waited at a
-      barrier). Neither is sharded: their cost is small next to training's, and they are
-      computed exactly as in a one-process run.
+      :meth:`run`, at once when the process group is the caller's, else once rank 0 is done (they
+      wait on the process group's store, not in a collective, so a long evaluation such as
+      AutoAttack does not meet the collectives' timeout, and a crash of rank 0 releases them; see
+      :func:`~rnasframe.distributed.leave_process_group`). Neither is sharded: their cost is small
+      next to training's, and they are computed exactly as in a one-process run.
     * A checkpoint resumes on any number of processes (the run folder must be on a file system
       every node sees); the resumed run is bit-exact on the same number, since every rank
       re-seeds at each epoch and holds the checkpoint's weights and statistics.
@@ -342,8 +342,8 @@ class Trainer:
 
         Returns:
             The result on rank 0 (the only process of a plain run); ``None`` when stopped by
-            ``stop_after_epoch``, and on the other ranks of a data-parallel run, which leave once
-            training is done while rank 0 evaluates.
+            ``stop_after_epoch``, and on the other ranks of a data-parallel run, whose part ends
+            with training while rank 0 evaluates.
 
         Raises:
             FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false.
@@ -474,8 +474,9 @@ class Trainer:
             run.seed_epoch(self.seed, epoch)  # each rank its own noise (drop path, PGD starts)
         started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
         self.space.set_epoch(model, epoch, self.epochs)
-        metrics = distributed.all_reduce_mean(self._train_epoch(run, setup, progress, epoch))
-        run.check_finite(metrics, epoch)  # after the reduction: every rank stops together
+        local = self._train_epoch(run, setup, progress, epoch)
+        run.check_finite(local, epoch)  # before the reduction, on every rank together
+        metrics = distributed.all_reduce_mean(local)
         metrics["lr"] = float(setup.sgd.param_groups[0]["lr"])
         setup.scheduler.step()
         if run.world_size > 1:
@@ -644,10 +645,7 @@ class Trainer:
         schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
         clip = self.optimizer.grad_clip
         batches = itertools.islice(setup.loader.epoch(epoch), first, steps)
-        bar = tqdm(
-            batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} (train)", leave=False,
-            disable=None if run.main else True,
-        )
+        bar = run.progress(batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} (train)")
         for step, (x, y) in enumerate(bar, start=first + 1):
             sgd.zero_grad(set_to_none=True)
             output = self.objective(model, x, y)
