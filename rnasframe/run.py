@@ -72,9 +72,11 @@ class Run:
     Constructing it checks the guard: a folder that already holds ``checkpoint.pt`` is only reused
     with ``resume=True``, so nothing is ever overwritten by mistake. Entering joins the process
     group that ``torchrun``'s environment describes (and leaves it on exit if this run created
-    it), and applies the exactness contract (:class:`~rnasframe.determinism.Exactness`, as gin
-    binds it) until the run ends. :meth:`open_folder` opens the run folder (on rank 0 only; the other ranks get a disabled
+    it). :meth:`open_folder` opens the run folder (on rank 0 only; the other ranks get a disabled
     one); on exit a Ctrl-C is logged with the way to resume, and the folder is closed.
+
+    From entering to exit the exactness contract (:class:`~rnasframe.determinism.Exactness`, as
+    gin binds it) holds: deterministic kernels and the TF32 policy.
 
     Args:
         run_dir: the run folder.
@@ -125,7 +127,8 @@ class Run:
         self._owns_group = not distributed.world_size() > 1 and launch_world_size() > 1
         self.device = distributed.initialize_from_environment(self.device) or self.device
         exactness = Exactness()
-        self.notes = [exactness.describe(self.device), *self._flags.enter_context(exactness.applied(self.device))]
+        applied = self._flags.enter_context(exactness.applied(self.device))
+        self.notes = [exactness.describe(self.device), *applied]
         return self
 
     def __exit__(

@@ -60,7 +60,10 @@ from rnasframe.spaces.darts.operations import (
     make_op,
 )
 
-__all__ = ["SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "EdgeInput", "NodeSum", "weighted", "weighted_batch_norm"]
+__all__ = [
+    "SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "EdgeInput", "NodeSum",
+    "weighted", "weighted_batch_norm",
+]
 
 _NONE_INDEX = PRIMITIVES.index("none")
 
