@@ -3,7 +3,7 @@
 :class:`Exactness` is applied by the run lifecycle (:class:`~rnasframe.run.Run`) around every
 search and training run, and restores torch's global flags when the run ends:
 
-* ``deterministic`` sets :func:`torch.use_deterministic_algorithms` (an operation without a
+* ``deterministic`` sets ``torch.use_deterministic_algorithms`` (an operation without a
   deterministic kernel then raises instead of silently varying), cuDNN's ``deterministic`` flag
   with ``benchmark`` off (no timing-based algorithm choice), and, on CUDA, the
   ``CUBLAS_WORKSPACE_CONFIG`` that cuBLAS needs to reduce in a fixed order. Default: on for the
