@@ -362,7 +362,11 @@ def identical_alpha_and_resume(device: str) -> Dict[str, Any]:
         if "error" not in written:
             _as_eight_gpu_checkpoint(os.path.join(stopped, "checkpoint.pt"))
         resumed = _in_fresh_process("resume", stopped, device, "0" if device == "cuda" else None)
-        log = open(os.path.join(stopped, "log.txt")).read() if os.path.exists(os.path.join(stopped, "log.txt")) else ""
+        log_path = os.path.join(stopped, "log.txt")
+        log = ""
+        if os.path.exists(log_path):
+            with open(log_path) as handle:
+                log = handle.read()
     same = "alpha_sha256" in first and first.get("alpha_sha256") == second.get("alpha_sha256")
     resumed_same = "alpha_sha256" in resumed and resumed.get("alpha_sha256") == first.get("alpha_sha256")
     noted = device != "cuda" or "8 visible GPUs" in log

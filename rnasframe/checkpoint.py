@@ -346,17 +346,18 @@ def restore_rng_state(
         if index is None:
             return None
         return (
-            f"the checkpoint holds no CUDA generator state (written by a run on the CPU); the CUDA random "
-            f"numbers of cuda:{index} continue from the seed, not from the interrupted run"
+            f"the checkpoint holds no CUDA generator state (written by a run on the CPU); the generator of "
+            f"cuda:{index} keeps its state (from the run's seed), not the interrupted run's"
         )
     if isinstance(saved, Mapping):
         saved_index, saved_count, generator = int(saved["device"]), int(saved["device_count"]), saved["state"]
-    else:  # earlier versions: one state per visible GPU
+        written = f"cuda:{saved_index} of {saved_count} visible GPU{'s' if saved_count != 1 else ''}"
+    else:  # earlier versions: one state per visible GPU, not saying which one the run used
         states = list(saved)
         saved_count = len(states)
         saved_index = index if index is not None and index < saved_count else 0
         generator = states[saved_index]
-    written = f"cuda:{saved_index} of {saved_count} visible GPU{'s' if saved_count != 1 else ''}"
+        written = f"a machine with {saved_count} visible GPU{'s' if saved_count != 1 else ''} (earlier format)"
     if index is None:
         return (
             f"the checkpoint was written on {written}; this run continues on the CPU, so its random "

@@ -25,10 +25,13 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from rnasframe import FirstOrderDarts, PerturbationConsistency, RobustObjective, SearchEngine
 from rnasframe.checkpoint import CudaGenerators, capture_rng_state, restore_rng_state
 from rnasframe.data.images import LabeledImages, byte_to_unit
+from rnasframe.data.sources import DataSource
 from rnasframe.determinism import CUBLAS_WORKSPACE, Exactness, prepare_cublas
 from rnasframe.interfaces.search_space import InputSpec
+from rnasframe.perturbations import LinfBall, UniformSampler
 from rnasframe.robustness import evaluator
 from rnasframe.run import Run
 from rnasframe.spaces.darts import DartsSpace, lean
@@ -467,3 +470,59 @@ def test_benchmark_events_are_recorded_on_the_benchmarked_gpu(monkeypatch: pytes
     assert search_step.device_name(torch.device("cuda:1")) == "card 1 (cuda:1)"
     assert search_step.device_name(torch.device("cuda")) == "card 0 (cuda:0)"
     assert search_step.device_name(torch.device("cpu")) == "cpu"
+
+
+# --- the run lifecycle's use of them -------------------------------------------------------------
+
+
+class _Noise(DataSource):
+    """64 random 8x8 RGB images in 10 classes (training) and 16 (test)."""
+
+    def _images(self, count: int, seed: int) -> LabeledImages:
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (count, 3, 8, 8), dtype=torch.uint8, generator=generator)
+        return LabeledImages(images, torch.randint(0, 10, (count,), generator=generator), 10)
+
+    def load_train(self) -> LabeledImages:
+        return self._images(64, 0)
+
+    def load_test(self) -> LabeledImages:
+        return self._images(16, 1)
+
+
+@pytest.mark.slow
+def test_a_search_resumes_a_gpu_checkpoint_on_the_cpu_exactly_and_logs_the_note(tmp_path: Path) -> None:
+    """A checkpoint written on an 8-GPU node (earlier format: one CUDA state per GPU), resumed on the CPU."""
+
+    def engine() -> SearchEngine:
+        return SearchEngine(
+            space=DartsSpace(channels=2, layers=3), data=_Noise(),
+            objective=RobustObjective([PerturbationConsistency(UniformSampler(LinfBall(0.031)), weight=1.0)]),
+            optimizer=FirstOrderDarts(), epochs=2, warmup_epochs=0, batch_size=16, seed=3, device="cpu",
+            max_steps_per_epoch=2, eval_batches=0,
+        )
+
+    engine().run(tmp_path / "straight")
+    assert engine().run(tmp_path / "resumed", stop_after_epoch=1) is None
+    path = tmp_path / "resumed" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["rng"]["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    torch.save(state, path)
+    engine().run(tmp_path / "resumed", resume=True)
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
+    resumed = torch.load(path, weights_only=True)["model"]
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    log = (tmp_path / "resumed" / "log.txt").read_text()
+    assert "written on a machine with 8 visible GPUs (earlier format); this run continues on the CPU" in log
+    assert "exactness: deterministic, TF32 off" in log
+
+
+def test_a_gpu_index_beyond_the_visible_ones_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnasframe.seeding import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"'cuda:1' was asked for, but this process sees 1 GPU\(s\) \(CUDA_VISIBLE_DEVICES=3\)"):
+        resolve_device("cuda:1")
