@@ -499,7 +499,7 @@ def test_a_search_resumes_a_gpu_checkpoint_on_the_cpu_exactly_and_logs_the_note(
             space=DartsSpace(channels=2, layers=3), data=_Noise(),
             objective=RobustObjective([PerturbationConsistency(UniformSampler(LinfBall(0.031)), weight=1.0)]),
             optimizer=FirstOrderDarts(), epochs=2, warmup_epochs=0, batch_size=16, seed=3, device="cpu",
-            max_steps_per_epoch=2, eval_batches=0,
+            max_steps_per_epoch=1, eval_batches=0,
         )
 
     engine().run(tmp_path / "straight")
