@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU validation of the supernet paths (see benchmarks/gpu_check.py): correctness against the CPU,
-# CUDA-event timings at the paper's size, extrapolated search hours, a 2-process search step.
+# CUDA-event timings at the paper's size, extrapolated search hours, a 2-process search step, and the
+# exactness checks (pixels, deterministic kernels, identical alpha, resume with fewer visible GPUs).
 # Under 8 minutes on one GPU; `--dry` runs the same checks on the CPU at a tiny size.
 #
 #   bash benchmarks/gpu_check.sh [--dry] [--json report.json]

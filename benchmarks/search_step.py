@@ -95,16 +95,30 @@ class SearchRun:
         return timed(lambda: self.optimizer.step(self.supernet, self.objective, train, valid, update_arch=True), self.device)
 
 
+def device_name(device: torch.device) -> str:
+    """``"cpu"``, or the name of the GPU ``device`` names (``"cuda"``: the current one)."""
+    if device.type != "cuda":
+        return device.type
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
+
+
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds that ``fn()`` takes: CUDA events on a GPU, ``time.perf_counter`` on the CPU."""
+    """Seconds that ``fn()`` takes: CUDA events on a GPU, ``time.perf_counter`` on the CPU.
+
+    The events are recorded on the current stream of ``device`` (with ``device`` current), where
+    ``fn``'s kernels run, not on whichever GPU happens to be current.
+    """
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1e3
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record(stream)
+            fn()
+            end.record(stream)
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end) / 1e3
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
@@ -223,7 +237,7 @@ def main() -> None:
         command = [sys.executable, __file__, *sys.argv[1:], "--only", method]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[method] = json.loads(output.strip().splitlines()[-1])
-    device = args.device if args.device == "cpu" else torch.cuda.get_device_name()
+    device = device_name(torch.device(args.device))
     print(
         f"search step (alpha + w), {'second' if args.second_order else 'first'}-order, {args.options} supernet, "
         f"C={args.channels}, {args.layers} cells, {args.size}x{args.size}, batch {args.batch}, K={args.pgd_steps}, "

@@ -35,6 +35,8 @@ __all__ = [
     "load_checkpoint",
     "capture_rng_state",
     "restore_rng_state",
+    "CudaGenerators",
+    "CUDA_GENERATORS",
 ]
 
 class CheckpointError(RuntimeError):
@@ -240,27 +242,136 @@ class BestWeights(CheckpointRecord):
     model_name: str
 
 
-def capture_rng_state() -> Dict[str, Any]:
-    """The states of Python's, NumPy's, torch's CPU and (when present) CUDA random generators."""
+class CudaGenerators:
+    """The CUDA side of :func:`capture_rng_state` / :func:`restore_rng_state`: torch's default CUDA generators.
+
+    The generator functions take the device index explicitly. A test, or a user whose CUDA
+    generators live elsewhere, passes a stand-in with the same five methods.
+    """
+
+    def available(self) -> bool:
+        """Whether CUDA is available in this process."""
+        return torch.cuda.is_available()
+
+    def device_count(self) -> int:
+        """The number of GPUs this process sees (``CUDA_VISIBLE_DEVICES`` applied)."""
+        return torch.cuda.device_count()
+
+    def current_device(self) -> int:
+        """The index of the current GPU (what ``torch.device("cuda")`` means)."""
+        return torch.cuda.current_device()
+
+    def get_state(self, index: int) -> Tensor:
+        """The state of GPU ``index``'s default generator."""
+        return torch.cuda.get_rng_state(index)
+
+    def set_state(self, state: Tensor, index: int) -> None:
+        """Set the state of GPU ``index``'s default generator."""
+        torch.cuda.set_rng_state(state, index)
+
+
+#: The CUDA generators :func:`capture_rng_state` and :func:`restore_rng_state` use by default.
+CUDA_GENERATORS = CudaGenerators()
+
+
+def _cuda_index(device: Optional[torch.device], cuda: CudaGenerators) -> Optional[int]:
+    """The GPU whose generator a run on ``device`` draws from; ``None`` for a CPU run.
+
+    ``device=None`` means "this process' current GPU when CUDA is available" (what a caller that
+    does not name its device meant before devices were named).
+    """
+    if device is None:
+        return cuda.current_device() if cuda.available() else None
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if not cuda.available():
+        raise ValueError(f"the run device is {device}, but CUDA is not available in this process")
+    return cuda.current_device() if device.index is None else device.index
+
+
+def capture_rng_state(
+    device: Optional[torch.device] = None, cuda: Optional[CudaGenerators] = None
+) -> Dict[str, Any]:
+    """The states of Python's, NumPy's and torch's CPU generators, and of the run device's CUDA generator.
+
+    Args:
+        device: the device the run uses. A CUDA device adds ``"cuda"``: the generator state of
+            that GPU with its index and the number of visible GPUs, so that the state can be
+            restored onto whichever GPU resumes the run. ``None``: the current GPU when CUDA is
+            available (nothing for a machine without CUDA).
+        cuda: the CUDA generators (default: :data:`CUDA_GENERATORS`).
+    """
+    cuda = CUDA_GENERATORS if cuda is None else cuda
     np_state = cast(Tuple[Any, ...], np.random.get_state())  # the legacy tuple; numpy's stubs say a dict
     state: Dict[str, Any] = {
         "python": _to_lists(random.getstate()),
         "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)), *np_state[2:]],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    index = _cuda_index(device, cuda)
+    if index is not None:
+        state["cuda"] = {"device": index, "device_count": cuda.device_count(), "state": cuda.get_state(index)}
     return state
 
 
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore generator states from :func:`capture_rng_state`."""
+def restore_rng_state(
+    state: Mapping[str, Any], device: Optional[torch.device] = None, cuda: Optional[CudaGenerators] = None
+) -> Optional[str]:
+    """Restore generator states from :func:`capture_rng_state` for a run on ``device``.
+
+    Python's, NumPy's and torch's CPU generators are always restored. A CUDA generator state is
+    restored onto the GPU this run uses, whatever GPU and number of visible GPUs wrote it
+    (checkpoints of earlier versions, which hold one state per visible GPU, included). The
+    continuation is the uninterrupted run's, bit for bit, when the run resumes on the same GPU
+    index with the same number of visible GPUs and the same kind of device; otherwise the
+    states are restored as far as they apply and a note says what differs.
+
+    Args:
+        state: the output of :func:`capture_rng_state`.
+        device: the device the resumed run uses (``None``: as in :func:`capture_rng_state`).
+        cuda: the CUDA generators (default: :data:`CUDA_GENERATORS`).
+
+    Returns:
+        ``None`` when the generators continue exactly; otherwise a note for the run's log.
+    """
+    cuda = CUDA_GENERATORS if cuda is None else cuda
     random.setstate(_to_tuples(state["python"]))
     name, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), int(position), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    index = _cuda_index(device, cuda)
+    saved = state.get("cuda")
+    if saved is None:
+        if index is None:
+            return None
+        return (
+            f"the checkpoint holds no CUDA generator state (written by a run on the CPU); the generator of "
+            f"cuda:{index} keeps its state (from the run's seed), not the interrupted run's"
+        )
+    if isinstance(saved, Mapping):
+        saved_index, saved_count, generator = int(saved["device"]), int(saved["device_count"]), saved["state"]
+        written = f"cuda:{saved_index} of {saved_count} visible GPU{'s' if saved_count != 1 else ''}"
+    else:  # earlier versions: one state per visible GPU, not saying which one the run used
+        states = list(saved)
+        saved_count = len(states)
+        saved_index = index if index is not None and index < saved_count else 0
+        generator = states[saved_index]
+        written = f"a machine with {saved_count} visible GPU{'s' if saved_count != 1 else ''} (earlier format)"
+    if index is None:
+        return (
+            f"the checkpoint was written on {written}; this run continues on the CPU, so its random "
+            f"numbers differ from a continuation on the GPU (the CPU generators are restored)"
+        )
+    cuda.set_state(generator, index)
+    count = cuda.device_count()
+    if (saved_index, saved_count) == (index, count):
+        return None
+    return (
+        f"the CUDA generator state of {written} was restored onto cuda:{index} of {count} visible; "
+        f"the random stream continues, but bit-exact continuation is only claimed on the same GPU "
+        f"index and number of visible GPUs"
+    )
 
 
 def _to_lists(value: Any) -> Any:

@@ -263,7 +263,9 @@ class SearchEngine:
             )
         supernet.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
-        restore_rng_state(checkpoint.rng)
+        note = restore_rng_state(checkpoint.rng, run.device)
+        if note:
+            folder.log(note)
         progress.epoch = run.epochs_done = checkpoint.epoch
         progress.step, progress.position = checkpoint.step, dict(checkpoint.position)
         progress.seconds_per_epoch = list(checkpoint.seconds_per_epoch)
@@ -327,7 +329,7 @@ class SearchEngine:
             epoch=progress.epoch,
             model=setup.supernet.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            rng=capture_rng_state(),
+            rng=capture_rng_state(setup.train_loader.device),
             split=setup.split,
             seconds_per_epoch=progress.seconds_per_epoch,
             metrics=progress.metrics,

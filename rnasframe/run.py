@@ -23,11 +23,12 @@ messages, the divergence check and the device-synchronized epoch clock::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Mapping, Optional, Type
+from typing import Any, Iterable, List, Mapping, Optional, Type
 
 import gin
 import torch
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from rnasframe import distributed
 from rnasframe.checkpoint import CheckpointError
+from rnasframe.determinism import Exactness
 from rnasframe.run_folder import RunFolder, write_atomic
 from rnasframe.seeding import epoch_seed, seed_everything
 
@@ -77,6 +79,9 @@ class Run:
     folder (on rank 0 only; the other ranks get a disabled
     one); on exit a Ctrl-C is logged with the way to resume, and the folder is closed.
 
+    From entering to exit the exactness contract (:class:`~rnasframe.determinism.Exactness`, as
+    gin binds it) holds: deterministic kernels and the TF32 policy.
+
     Args:
         run_dir: the run folder.
         activity: ``"search"`` or ``"training"``, used in messages.
@@ -103,6 +108,9 @@ class Run:
         self.epochs_done = 0
         self._folder: Optional[RunFolder] = None
         self._owns_group = False
+        self._flags = contextlib.ExitStack()
+        #: Notes for the log from applying the exactness contract (see :meth:`open_folder`).
+        self.notes: List[str] = []
 
     @property
     def world_size(self) -> int:
@@ -122,6 +130,9 @@ class Run:
     def __enter__(self) -> "Run":
         self._owns_group = not distributed.world_size() > 1 and launch_world_size() > 1
         self.device = distributed.initialize_from_environment(self.device) or self.device
+        exactness = Exactness()
+        applied = self._flags.enter_context(exactness.applied(self.device))
+        self.notes = [exactness.describe(self.device), *applied]
         return self
 
     def __exit__(
@@ -140,6 +151,7 @@ class Run:
                     )
                 self._folder.close()
         finally:
+            self._flags.close()
             if self._owns_group:
                 distributed.leave_process_group(failed=kind is not None)
 
@@ -154,9 +166,11 @@ class Run:
         """Create (on rank 0) and open the run folder; optionally write the gin config files.
 
         Called once the run's settings, data and model are checked, so that a run that fails
-        early leaves no folder behind.
+        early leaves no folder behind. The exactness notes go to its log.
         """
         self._folder = RunFolder(self.path, enabled=self.main)
+        for note in self.notes:
+            self._folder.log(note)
         if write_config_files and self.main:
             write_config(self._folder)
         return self._folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -32,7 +33,8 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` picks CUDA when available, else the CPU; other names are passed to :class:`torch.device`.
 
     Raises:
-        ValueError: the name is not a device, or asks for CUDA where there is none.
+        ValueError: the name is not a device, asks for CUDA where there is none, or names a GPU
+            index this process does not see.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,5 +45,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {name!r} was asked for, but CUDA is not available on this machine; use 'auto' or 'cpu'"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name!r} was asked for, but this process sees {torch.cuda.device_count()} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use 'cuda' or "
+            f"'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}'"
         )
     return device

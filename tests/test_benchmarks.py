@@ -74,3 +74,8 @@ def test_gpu_check_dry_mode_runs_every_part(tmp_path: Path) -> None:
     assert report["correctness"]["darts/lean+graphs"]["refused_on_cpu"]
     assert set(report["hours"]) == {"darts", "uniform", "max"} and all(h > 0 for h in report["hours"].values())
     assert report["distributed"]["gloo"]["ok"]
+    exactness = report["exactness"]
+    assert set(exactness) == {"pixels_and_batches", "deterministic_kernels", "identical_alpha_and_resume"}
+    assert exactness["pixels_and_batches"]["resident_equals_copied"]
+    assert exactness["identical_alpha_and_resume"]["identical_alpha_in_two_runs"]
+    assert exactness["identical_alpha_and_resume"]["resumed_with_one_visible_gpu_equals_uninterrupted"]

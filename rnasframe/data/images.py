@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from rnasframe.interfaces.search_space import InputSpec
 
-__all__ = ["LabeledImages"]
+__all__ = ["LabeledImages", "byte_to_unit"]
+
+
+_BYTE_TABLES: Dict[torch.device, Tensor] = {}
+
+
+def byte_to_unit(device: torch.device | str = "cpu") -> Tensor:
+    """The 256 float32 values ``b / 255`` for the bytes ``b``, divided on the CPU, on ``device``.
+
+    Indexing this table converts ``uint8`` pixels to [0, 1] with the same bits on every device
+    (a copy of a tensor never changes its values); it is built once per device.
+    """
+    device = torch.device(device)
+    table = _BYTE_TABLES.get(device)
+    if table is None:
+        table = (torch.arange(256, dtype=torch.float32) / 255.0).to(device)
+        _BYTE_TABLES[device] = table
+    return table
 
 
 class LabeledImages:
@@ -53,10 +70,15 @@ class LabeledImages:
         return int(c), int(h), int(w)
 
     def pixels(self, index: Tensor) -> Tensor:
-        """Return the images at ``index`` as float32 pixels in [0, 1]."""
+        """Return the images at ``index`` as float32 pixels in [0, 1].
+
+        ``uint8`` values are looked up in :func:`byte_to_unit`'s table, so that the pixels are the
+        same bits on every device (CUDA divides by a scalar as a product with its reciprocal,
+        which rounds 126 of the 256 byte values differently from the CPU's division).
+        """
         batch = self.images[index]
         if batch.dtype == torch.uint8:
-            return batch.float().div_(255.0)
+            return byte_to_unit(batch.device)[batch.long()]
         return batch.float()
 
     def subset(self, index: Tensor, name: str = "") -> "LabeledImages":

@@ -36,9 +36,13 @@ def seeded_randomness(seed: int, device: torch.device) -> Iterator[None]:
     """Run a block with torch's generators seeded with ``seed``, restoring their states afterwards.
 
     Random starts of attacks are then reproducible, and an evaluation in the middle of a training
-    run does not change the random numbers the training draws next.
+    run does not change the random numbers the training draws next. On CUDA the generator of the
+    GPU the evaluation uses is saved and restored (``torch.device("cuda")`` is the current GPU,
+    not GPU 0).
     """
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices: List[int] = []
+    if device.type == "cuda":
+        devices = [torch.cuda.current_device() if device.index is None else device.index]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

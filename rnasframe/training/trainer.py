@@ -454,7 +454,9 @@ class Trainer:
         _load_weights(setup.model, checkpoint.model, run.checkpoint_path)
         setup.sgd.load_state_dict(checkpoint.optimizer)
         setup.scheduler.load_state_dict(checkpoint.scheduler)
-        restore_rng_state(checkpoint.rng)
+        note = restore_rng_state(checkpoint.rng, run.device)
+        if note:
+            folder.log(note)
         run.epochs_done = checkpoint.epoch
         folder.log(
             f"resumed from {run.checkpoint_path} after epoch {checkpoint.epoch}"
@@ -518,7 +520,7 @@ class Trainer:
         return TrainingCheckpoint(
             step=progress.step, position=progress.position, epoch=progress.epoch,
             model=setup.model.state_dict(), optimizer=setup.sgd.state_dict(),
-            scheduler=setup.scheduler.state_dict(), rng=capture_rng_state(), split=setup.split,
+            scheduler=setup.scheduler.state_dict(), rng=capture_rng_state(setup.loader.device), split=setup.split,
             seconds_per_epoch=progress.seconds_per_epoch, metrics=progress.metrics, best=progress.best,
             genotype=setup.genotype.as_dict, network=setup.network, model_name=setup.genotype.name,
             selection=setup.selection, objective=self.objective.describe(), world_size=world,

@@ -428,7 +428,10 @@ def _wave(
         weight = _gather([w for op in wave.reduce for w in (op.conv_1.weight, op.conv_2.weight)])
         parts.append(F.conv2d(z, weight, groups=2 * count))
     scale2 = wave.scales(mixing, cell.reduction, 1, c, device, ops)
-    b2 = _batch_norm(_cat(parts), wave.stats2, scale2)  # type: ignore[arg-type]
+    scaled = _cat(parts)
+    if scaled.dtype != scale2.dtype:  # bfloat16 under autocast: mix in the weights' float32
+        scaled = scaled.to(scale2.dtype)
+    b2 = _batch_norm(scaled, wave.stats2, scale2)  # type: ignore[arg-type]
     hh, ww = b2.shape[-2:]
     if channels_last:
         # Reduce in the NHWC layout, so that the gradient reaching the BatchNorm is channels-last
@@ -439,6 +442,7 @@ def _wave(
         total = b2.view(n, wave.kinds2 * m, e, c, hh, ww).sum(1)
     if s == 1:
         skip = wave.scales(mixing, cell.reduction, 0, c, device, ops)
+        states = [s if s.dtype == skip.dtype else s.to(skip.dtype) for s in states]
         if m == 1:
             identity = states[0].unsqueeze(1) * skip.view(1, e, c, 1, 1)
         else:

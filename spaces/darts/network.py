@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
@@ -13,7 +14,7 @@ from rnasframe.modules import Normalize
 from rnasframe.spaces.darts.genotypes import Genotype, validate_genotype
 from rnasframe.spaces.darts.operations import FactorizedReduce, Identity, ReLUConvBN, make_op
 
-__all__ = ["drop_path", "Cell", "AuxiliaryHead", "DartsNetwork"]
+__all__ = ["drop_path", "Cell", "AuxiliaryHead", "DartsNetwork", "pool_to_2x2"]
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:
@@ -88,6 +89,22 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+def pool_to_2x2(x: Tensor) -> Tensor:
+    """Adaptive average pooling of ``(N, C, H, W)`` to ``(N, C, 2, 2)`` as a fixed average pooling.
+
+    The same numbers as ``F.adaptive_avg_pool2d(x, 2)`` (up to the order of the sums), with a
+    deterministic CUDA backward (adaptive average pooling's has none): adaptive pooling to 2 bins
+    of a side ``S >= 2`` averages ``[0, ceil(S/2))`` and ``[floor(S/2), S)``, windows of
+    ``ceil(S/2)`` with stride ``floor(S/2)``; a side of 1 is repeated.
+    """
+    if x.shape[-2] == 1:
+        x = torch.cat([x, x], dim=-2)
+    if x.shape[-1] == 1:
+        x = torch.cat([x, x], dim=-1)
+    h, w = x.shape[-2:]
+    return F.avg_pool2d(x, ((h + 1) // 2, (w + 1) // 2), (h // 2, w // 2))
+
+
 class AuxiliaryHead(nn.Module):
     """DARTS' ``AuxiliaryHeadCIFAR``, extended to feature maps of any size.
 
@@ -95,7 +112,7 @@ class AuxiliaryHead(nn.Module):
     convolution to 768 channels, BatchNorm, ReLU, linear classifier. For the 8x8 maps of 32x32
     inputs (any side 8 to 10) the pooling is DARTS' ``AvgPool2d(5, stride=3)``; for other sizes,
     where that pooling would not give 2x2 (e.g. the 2x2 or 4x4 maps of 8x8 or 16x16 inputs), it is
-    an adaptive average pooling to 2x2.
+    an adaptive average pooling to 2x2 (:func:`pool_to_2x2`).
 
     Args:
         in_channels: channels of the feature map it reads.
@@ -106,7 +123,6 @@ class AuxiliaryHead(nn.Module):
         super().__init__()
         self.relu = nn.ReLU(inplace=False)
         self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
-        self.adaptive_pool = nn.AdaptiveAvgPool2d(2)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 128, 1, bias=False),
             nn.BatchNorm2d(128),
@@ -123,7 +139,7 @@ class AuxiliaryHead(nn.Module):
         if all(8 <= size <= 10 for size in x.shape[-2:]):
             x = self.pool(x)
         else:
-            x = self.adaptive_pool(x)
+            x = pool_to_2x2(x)
         return self.classifier(self.features(x).flatten(1))
 
 
@@ -220,7 +236,6 @@ class DartsNetwork(nn.Module):
         self.auxiliary_head: Optional[AuxiliaryHead] = (
             AuxiliaryHead(c_aux, num_classes) if auxiliary else None
         )
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
     @property
@@ -247,7 +262,7 @@ class DartsNetwork(nn.Module):
             s0, s1 = s1, cell(s0, s1, self._drop_path_prob)
             if i == self._aux_index and self.auxiliary_head is not None and self.training:
                 aux_logits = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        logits = self.classifier(s1.mean((2, 3)))  # global average pooling (deterministic on CUDA)
         return logits if aux_logits is None else NetworkOutput(logits, aux_logits)
 
     def extra_repr(self) -> str:

@@ -60,7 +60,10 @@ from rnasframe.spaces.darts.operations import (
     make_op,
 )
 
-__all__ = ["SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "EdgeInput", "NodeSum", "weighted_batch_norm"]
+__all__ = [
+    "SupernetOptions", "MixedOp", "SearchCell", "DartsSupernet", "EdgeInput", "NodeSum",
+    "weighted", "weighted_batch_norm",
+]
 
 _NONE_INDEX = PRIMITIVES.index("none")
 
@@ -90,8 +93,9 @@ class SupernetOptions:
             10 % slower than the eager fast path, so measure before using it.
         bf16_autocast: run the forward pass under ``torch.autocast("cuda", torch.bfloat16)``
             (CUDA only; a CPU input raises :class:`RuntimeError`). This one changes the numerics
-            (bfloat16 convolutions) and is therefore off by default; the logits are returned in
-            float32.
+            (bfloat16 convolutions) and is therefore off by default; the softmax(alpha)-weighted
+            sums of every edge (:func:`weighted`) and the logits are computed in float32, so the
+            gradients of alpha are not rounded to bfloat16.
         lean: compute the cells in *waves* (:mod:`~rnasframe.spaces.darts.lean`): every edge that
             reads the same state at once, each stage of every operation kind as one grouped
             kernel, about a quarter of the operators per search iteration of the fused path (what
@@ -140,6 +144,20 @@ class SupernetOptions:
         )
 
 
+def weighted(weight: Tensor, term: Tensor) -> Tensor:
+    """``weight * term`` computed in the mixing weight's dtype (float32).
+
+    Under ``bf16_autocast`` an operation's output is bfloat16; multiplying it by a float32 scalar
+    would keep bfloat16 (a 0-dimensional tensor does not promote), and the gradient of the mixing
+    weight, a sum over the whole term, would be rounded to bfloat16 (about 0.4 % per step). The
+    term is cast first instead, so the product, the node sums and the mixing weights' gradients
+    are float32. Without autocast the dtypes agree and nothing is added.
+    """
+    if term.dtype != weight.dtype:
+        term = term.to(weight.dtype)
+    return weight * term
+
+
 def weighted_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, scale: Tensor) -> Tensor:
     """Return ``scale * bn(x)`` as a single BatchNorm call whose per-channel weight is ``scale``.
 
@@ -151,8 +169,11 @@ def weighted_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, scale: T
     Args:
         bn: the BatchNorm module whose buffers (and affine parameters, if any) are used.
         x: its input.
-        scale: a scalar tensor (a mixing weight ``w_k``); gradients flow into it.
+        scale: a scalar tensor (a mixing weight ``w_k``); gradients flow into it. A lower
+            precision ``x`` (bfloat16 under autocast) is cast to its dtype first (see :func:`weighted`).
     """
+    if x.dtype != scale.dtype:
+        x = x.to(scale.dtype)
     if bn.momentum is None:
         factor = 0.0
     else:
@@ -400,7 +421,7 @@ class MixedOp(nn.Module):
         for k, op in enumerate(self.ops):
             if k == _NONE_INDEX:
                 continue
-            term = weights[k] * op(x)
+            term = weighted(weights[k], op(x))
             out = term if out is None else out + term
         assert out is not None
         return out
@@ -427,7 +448,7 @@ class MixedOp(nn.Module):
             if kind == _POOL:
                 node.add(weighted_batch_norm(op[1], op[0](x), scale))
             elif kind == _IDENTITY:
-                node.add(x * scale)
+                node.add(weighted(scale, x))
             elif kind == _SEP:
                 node.add(weighted_batch_norm(op[1][3], _sep_body(op, state.relu(), depthwise), scale))
             elif kind == _DIL:
@@ -436,7 +457,7 @@ class MixedOp(nn.Module):
             elif kind == _REDUCE:
                 node.add(weighted_batch_norm(op.bn, _reduce_body(op, state.relu()), scale))
             else:
-                node.add(op(x) * scale)
+                node.add(weighted(scale, op(x)))
 
 
 class SearchCell(nn.Module):
@@ -599,7 +620,6 @@ class DartsSupernet(Supernet):
             reduction_prev = reduction
             self.cells.append(cell)
             c_prev_prev, c_prev = c_prev, multiplier * c_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
         shape = (num_edges(steps), len(PRIMITIVES))
@@ -700,8 +720,7 @@ class DartsSupernet(Supernet):
             for cell in self.cells:
                 weights = weights_reduce if cell.reduction else weights_normal
                 s0, s1 = s1, cell(s0, s1, weights, fused=fused, depthwise=depthwise)
-        out = self.global_pooling(s1)
-        return self.classifier(out.flatten(1))
+        return self.classifier(s1.mean((2, 3)))  # global average pooling (deterministic on CUDA)
 
     def __getstate__(self) -> Dict[str, Any]:
         """Pickle/copy state without the compiled forward (it is rebuilt on demand)."""
