@@ -40,7 +40,7 @@ class _Store:
     the first call with an index (the example shape, dtype and device are known only then).
     """
 
-    __slots__ = ("count", "key", "delta", "visited")
+    __slots__ = ("count", "delta", "key", "visited")
 
     def __init__(self) -> None:
         self.count: Optional[int] = None
@@ -144,7 +144,11 @@ class WarmStartPGD(Perturbation):
         store.count, store.key, store.delta, store.visited = count, key, None, None
 
     def state_dict(self) -> Dict[str, Any]:
-        """``count``, ``key``, ``delta`` and ``visited`` (empty before the first binding)."""
+        """``count``, ``key``, ``delta`` and ``visited`` (empty before the first binding).
+
+        The tensors are the live store, not copies (as a module's ``state_dict``): save or clone
+        them before the next call.
+        """
         store = self._store
         if store.count is None:
             return {}
@@ -175,6 +179,8 @@ class WarmStartPGD(Perturbation):
             raise ValueError(
                 f"WarmStartPGD: the saved store holds {delta.shape[0]} perturbations but says {count} examples"
             )
+        if delta is not None:  # copies: the caller's tensors are never written through the store
+            delta, visited = delta.detach().clone(), visited.detach().clone().bool()
         store.count, store.key, store.delta, store.visited = count, key, delta, visited
 
     def perturb(self, x: Tensor, objective: PerturbationObjective, index: Optional[Tensor] = None) -> Tensor:
@@ -246,7 +252,8 @@ class WarmStartPGD(Perturbation):
     def _write(self, index: Tensor, delta: Tensor) -> None:
         """Store ``delta`` at ``index``; in data-parallel runs, every rank's entries on every rank."""
         store = self._store
-        assert store.delta is not None and store.visited is not None
+        assert store.delta is not None
+        assert store.visited is not None
         if distributed.world_size() > 1:
             index, delta = _gather(index), _gather(delta)
         store.delta[index] = delta.to(store.delta.dtype)

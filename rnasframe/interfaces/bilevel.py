@@ -20,10 +20,10 @@ Batch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]
 def split_batch(batch: Batch) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """``(x, y, index)`` of a two- or three-element batch (``index`` is ``None`` for two)."""
     if len(batch) == 2:
-        x, y = batch  # type: ignore[misc]
+        x, y = batch
         return x, y, None
     if len(batch) == 3:
-        x, y, index = batch  # type: ignore[misc]
+        x, y, index = batch
         return x, y, index
     raise ValueError(f"a batch is (x, y) or (x, y, index), got {len(batch)} elements")
 

@@ -228,6 +228,7 @@ class Perturbation(abc.ABC):
         of its data source's training set, and ``key``, a fingerprint of the data split: a
         store made for another split (another key or count) must be reset.
         """
+        del count, key  # no store: nothing to bind
 
     def state_dict(self) -> Dict[str, Any]:
         """The store, for the search checkpoint (tensors and plain values; default: empty)."""

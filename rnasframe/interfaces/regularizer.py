@@ -69,7 +69,11 @@ class Regularizer(abc.ABC):
         return False
 
     def bind_examples(self, count: int, key: str) -> None:
-        """Pass the search data's size and split fingerprint on (see :meth:`~rnasframe.interfaces.Perturbation.bind_examples`)."""
+        """Pass the search data's size and split fingerprint on to the stores (default: nothing).
+
+        See :meth:`~rnasframe.interfaces.Perturbation.bind_examples`.
+        """
+        del count, key  # no store: nothing to bind
 
     def state_dict(self) -> Dict[str, Any]:
         """Per-example state for the search checkpoint (default: empty)."""
