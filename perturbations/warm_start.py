@@ -179,7 +179,7 @@ class WarmStartPGD(Perturbation):
             raise ValueError(
                 f"WarmStartPGD: the saved store holds {delta.shape[0]} perturbations but says {count} examples"
             )
-        if delta is not None:  # copies: the caller's tensors are never written through the store
+        if delta is not None and visited is not None:  # copies: the caller's tensors are never written here
             delta, visited = delta.detach().clone(), visited.detach().clone().bool()
         store.count, store.key, store.delta, store.visited = count, key, delta, visited
 

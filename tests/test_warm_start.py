@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from rnasframe import FirstOrderDarts, PerturbationConsistency, RobustObjective, SearchEngine, SecondOrderDarts
 from rnasframe.checkpoint import SearchCheckpoint
 from rnasframe.config import parse_gin
-from rnasframe.data import BatchLoader, DigitsSource, LabeledImages
+from rnasframe.data import BatchLoader, LabeledImages
 from rnasframe.interfaces import (
     NormBall,
     Perturbation,
