@@ -97,8 +97,9 @@ class SearchRun:
         self.optimizer = SecondOrderDarts() if args.second_order else FirstOrderDarts()
         self.optimizer.setup(self.supernet, epochs=50)
         self.objective = objective_for(method, args.pgd_steps)
-        self.pool = WARM_POOL_BATCHES * args.batch
+        self.pool = 0  # examples in a per-example store (max_warm)
         if self.objective.uses_example_index:
+            self.pool = WARM_POOL_BATCHES * args.batch
             self.objective.bind_examples(self.pool, "benchmark")
 
     def batch(self) -> Tuple[torch.Tensor, ...]:
