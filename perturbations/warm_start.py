@@ -58,11 +58,13 @@ class WarmStartPGD(Perturbation):
     transferable perturbations of Zheng et al. ("Efficient adversarial training with transferable
     adversarial examples", 2020), carried across epochs of the search: for a batch with example
     indices ``index`` it starts from the example's stored ``delta`` (projected onto the ball
-    around today's ``x``, which may be another crop or flip of the same image), takes ``steps``
+    around today's ``x``, which may be another crop or flip of the same image: the stored
+    perturbation is not transformed with the image), takes ``steps``
     projected ascent steps of length ``alpha * ball.epsilon`` and stores the final ``x' - x``::
 
-        x0 = ball.project(x + store[index], x)            # uniform in the ball on a first visit
-        x' = K' x (x' <- ball.project(ball.ascent_step(x', g, alpha * epsilon), x))
+        x' = ball.project(x + store[index], x)       # ball.sample(x) at an example's first visit
+        repeat steps times:                           # g: the objective's gradient at x'
+            x' = ball.project(ball.ascent_step(x', g, alpha * ball.epsilon), x)
         store[index] = x' - x
 
     Over ``e`` visits an example thus gets ``e * steps`` ascent steps at ``steps`` per visit's
@@ -75,8 +77,8 @@ class WarmStartPGD(Perturbation):
     * W`` bytes in float32 (614 MB for CIFAR-10's 50,000 images). The search binds it to the data
     (:meth:`bind_examples`, which empties it: every search starts afresh), keeps it in its
     checkpoint (:meth:`state_dict`) and passes every batch's ``index``; a store of another split
-    is reset with a log line. In data-parallel runs
-    each write is gathered from every rank, so every rank holds the whole store.
+    is reset with a log line. In data-parallel runs each write is gathered from every rank, so
+    every rank holds the whole store.
 
     Called without an index (the conformance kit, an evaluation, a training objective) before any
     binding, it is PGD with ``steps`` steps from a random start and reads or writes nothing; once
