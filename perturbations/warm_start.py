@@ -70,7 +70,8 @@ class WarmStartPGD(Perturbation):
     Over ``e`` visits an example thus gets ``e * steps`` ascent steps at ``steps`` per visit's
     cost. The first visit starts from a uniform point of the ball, not from ``delta = 0``: a
     discrepancy objective such as ``KL(m(x) || m(x'))`` has a zero gradient at ``x' = x`` (its
-    minimum), where a first step would follow rounding noise (as :class:`PGDMaximizer` explains).
+    minimum), where a first step would follow rounding noise (as
+    :class:`~rnasframe.perturbations.PGDMaximizer` explains).
 
     The store holds one ``delta`` per example of the search data's *full* training set (both
     halves of the split index it), on the batch's device, in the batch's dtype: ``4 * N * C * H
