@@ -1,5 +1,10 @@
 """Median seconds per search step (alpha-step + w-step) for DARTS, RNAS-uniform and RNAS-max.
 
+Also RNAS-max with the cheap inner maximizers (``--methods darts,max,max_fgsm,max_warm``):
+``max_fgsm`` (FGSMRandomStart) and ``max_warm`` (WarmStartPGD with its per-example store).
+``--interleaved`` runs every method in one process, in turn, so that all share the machine's load
+(use it on a busy machine; peak memory is then not per method).
+
 Each method runs in its own subprocess so that its peak memory is its own (peak resident set size
 above the resident size just before the first step, on the CPU; ``torch.cuda.max_memory_allocated``
 on CUDA). Same supernet, same batch, same maths as the search; data are random pixels (speed does
@@ -9,6 +14,7 @@ not depend on them). ``--options`` picks the supernet implementation (see
     python benchmarks/search_step.py                          # paper settings: C=16, 8 cells, batch 64
     python benchmarks/search_step.py --channels 8 --layers 5  # a smaller supernet, faster on a CPU
     python benchmarks/search_step.py --options plain          # DARTS' straightforward implementation
+    python benchmarks/search_step.py --methods darts,max,max_fgsm,max_warm --interleaved
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 METHODS = ("darts", "uniform", "max")
+#: RNAS-max with a cheaper inner maximizer: one FGSM step from a random start; one warm-started step.
+CHEAP_METHODS = ("max_fgsm", "max_warm")
+#: Examples in the warm store of ``max_warm``, in batches (each step draws its batches from them).
+WARM_POOL_BATCHES = 16
 OPTION_SETS = ("lean", "fast", "plain")
 
 
@@ -44,9 +54,10 @@ def supernet_options(name: str) -> Any:
 
 
 def objective_for(method: str, pgd_steps: int) -> Any:
-    """The search objective of ``method``: plain DARTS, RNAS-uniform or RNAS-max (K PGD steps)."""
+    """The search objective of ``method``: plain DARTS, RNAS-uniform, RNAS-max (K PGD steps), or RNAS-max
+    with FGSM from a random start (``max_fgsm``) or one warm-started step (``max_warm``), as in the configs."""
     from rnasframe import PerturbationConsistency, RobustObjective
-    from rnasframe.perturbations import LinfBall, PGDMaximizer, UniformSampler
+    from rnasframe.perturbations import FGSMRandomStart, LinfBall, PGDMaximizer, UniformSampler, WarmStartPGD
 
     if method == "darts":
         return RobustObjective()
@@ -54,8 +65,12 @@ def objective_for(method: str, pgd_steps: int) -> Any:
         perturbation: Any = UniformSampler(LinfBall(0.031))
     elif method == "max":
         perturbation = PGDMaximizer(LinfBall(0.031), steps=pgd_steps, step_size=0.003)
+    elif method == "max_fgsm":
+        perturbation = FGSMRandomStart(LinfBall(0.031), alpha=1.25)
+    elif method == "max_warm":
+        perturbation = WarmStartPGD(LinfBall(0.031), steps=1, alpha=1.0)
     else:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS + CHEAP_METHODS)}")
     return RobustObjective([PerturbationConsistency(perturbation, weight=1.0)])
 
 
@@ -82,12 +97,19 @@ class SearchRun:
         self.optimizer = SecondOrderDarts() if args.second_order else FirstOrderDarts()
         self.optimizer.setup(self.supernet, epochs=50)
         self.objective = objective_for(method, args.pgd_steps)
+        self.pool = 0  # examples in a per-example store (max_warm)
+        if self.objective.uses_example_index:
+            self.pool = WARM_POOL_BATCHES * args.batch
+            self.objective.bind_examples(self.pool, "benchmark")
 
-    def batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A random batch of pixels in [0, 1] and labels."""
+    def batch(self) -> Tuple[torch.Tensor, ...]:
+        """A random batch of pixels in [0, 1] and labels (and example indices when the method keeps a store)."""
         a = self.args
         x = torch.rand(a.batch, 3, a.size, a.size, device=self.device)
-        return x, torch.randint(0, 10, (a.batch,), device=self.device)
+        y = torch.randint(0, 10, (a.batch,), device=self.device)
+        if not self.objective.uses_example_index:
+            return x, y
+        return x, y, torch.randperm(self.pool, device=self.device)[: a.batch]
 
     def step(self) -> float:
         """Run one search step (alpha-step, then w-step) and return its seconds."""
@@ -208,6 +230,27 @@ def interleaved(runs: Sequence[SearchRun], repeats: int, warmup: int) -> Dict[st
     return times
 
 
+def run_interleaved(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
+    """Every method of ``args.methods`` in this process, stepped in turn (:func:`interleaved`).
+
+    The ratios between methods are then measured under one load; ``peak_mib`` is not per method
+    (reported as 0).
+    """
+    torch.set_num_threads(args.threads)
+    runs = [SearchRun(method, args.options, args) for method in args.methods.split(",")]
+    times = interleaved(runs, args.repeats, args.warmup)
+    return {
+        run.method: {
+            "median_s": statistics.median(times[f"{run.method}/{run.options}"]),
+            "min_s": min(times[f"{run.method}/{run.options}"]),
+            "peak_mib": 0.0,
+            "peak_rss_mib": 0.0,
+            "repeats": args.repeats,
+        }
+        for run in runs
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings shared with ``benchmarks/suite.py``."""
     parser.add_argument("--channels", type=int, default=16)
@@ -225,15 +268,16 @@ def main() -> None:
     add_arguments(parser)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--second-order", action="store_true")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"of {', '.join(METHODS + CHEAP_METHODS)}")
     parser.add_argument("--options", default="lean", choices=OPTION_SETS, help="supernet implementation")
+    parser.add_argument("--interleaved", action="store_true", help="all methods in one process, in turn")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: one method, JSON out
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure(args.only, args)))
         return
-    results = {}
-    for method in args.methods.split(","):
+    results = run_interleaved(args) if args.interleaved else {}
+    for method in [] if args.interleaved else args.methods.split(","):
         command = [sys.executable, __file__, *sys.argv[1:], "--only", method]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[method] = json.loads(output.strip().splitlines()[-1])

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from rnasframe import validation
 from rnasframe.distributed import average_gradients, average_tensors
-from rnasframe.interfaces.bilevel import Batch, BilevelOptimizer
+from rnasframe.interfaces.bilevel import Batch, BilevelOptimizer, call_objective
+from rnasframe.interfaces.perturbation import read_only_stores
 from rnasframe.interfaces.search_space import Supernet
 from rnasframe.model_state import preserved_buffers
 
@@ -176,9 +177,8 @@ class _DartsBase(BilevelOptimizer):
     def _weight_step(self, supernet: Supernet, objective: Any, batch: Batch) -> Dict[str, Tensor]:
         """One SGD step of ``w`` on the training objective (gradients of ``w`` only, clipped)."""
         assert self._weight_optimizer is not None
-        x, y = batch
         self._weight_optimizer.zero_grad(set_to_none=True)
-        output = objective(supernet, x, y)
+        output = call_objective(objective, supernet, batch)
         output.loss.backward(inputs=self._weight_params)
         average_gradients(self._weight_params)  # data-parallel runs: the mean over ranks
         if self.weights.grad_clip is not None:
@@ -231,9 +231,8 @@ class FirstOrderDarts(_DartsBase):
         self, supernet: Supernet, objective: Any, train_batch: Batch, valid_batch: Batch
     ) -> Dict[str, Tensor]:
         assert self._arch_optimizer is not None
-        x, y = valid_batch
         self._arch_optimizer.zero_grad(set_to_none=True)
-        output = objective(supernet, x, y)
+        output = call_objective(objective, supernet, valid_batch)
         output.loss.backward(inputs=self._arch_params)
         average_gradients(self._arch_params)
         self._arch_optimizer.step()
@@ -262,6 +261,11 @@ class SecondOrderDarts(_DartsBase):
     the difference of two draws. The generators then continue from where the first evaluation
     left them, as after one evaluation of a first-order step.
 
+    Per-example stores (a warm-started perturbation): the three evaluations on the training
+    batch run inside :func:`~rnasframe.interfaces.read_only_stores`, so they start from the same
+    stored state and leave it unchanged; the validation evaluation writes its examples' entries
+    and the weight step its own, once each per step, as in first-order DARTS.
+
     Args:
         weights: SGD settings for ``w``.
         arch: Adam settings for ``alpha``.
@@ -280,12 +284,11 @@ class SecondOrderDarts(_DartsBase):
         momentum = self.weights.momentum
         decay = self.weights.weight_decay
         saved = [w.detach().clone() for w in weights]
-        x_tr, y_tr = train_batch
-        x_va, y_va = valid_batch
-        draw = SharedDraw.capture(x_tr, x_va)
+        draw = SharedDraw.capture(train_batch[0], valid_batch[0])
         try:
             with preserved_buffers(supernet):
-                train_loss = objective(supernet, x_tr, y_tr).loss  # advances the generators once
+                with read_only_stores():
+                    train_loss = call_objective(objective, supernet, train_batch).loss  # advances the generators once
                 train_grads = [
                     _zero_if_none(g, w)
                     for g, w in zip(torch.autograd.grad(train_loss, weights, allow_unused=True), weights)
@@ -299,7 +302,7 @@ class SecondOrderDarts(_DartsBase):
                             direction = direction + momentum * buffer
                         w.sub_(xi * direction)
                 with draw.replay():
-                    valid_output = objective(supernet, x_va, y_va)
+                    valid_output = call_objective(objective, supernet, valid_batch)
                 grads = torch.autograd.grad(valid_output.loss, list(alphas) + weights, allow_unused=True)
                 alpha_grads = [_zero_if_none(g, a) for g, a in zip(grads[: len(alphas)], alphas)]
                 vector = [_zero_if_none(g, w) for g, w in zip(grads[len(alphas) :], weights)]
@@ -328,14 +331,13 @@ class SecondOrderDarts(_DartsBase):
         weights, alphas = self._weight_params, self._arch_params
         norm = torch.sqrt(cast(Tensor, sum((v * v).sum() for v in vector)))  # vector is never empty
         r = self.finite_difference_scale / norm.clamp_min(1e-12)
-        x, y = batch
         gradients = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 for w, original, v in zip(weights, saved, vector):
                     w.copy_(original + sign * r * v)
-            with draw.replay():
-                loss = objective(supernet, x, y).loss
+            with draw.replay(), read_only_stores():
+                loss = call_objective(objective, supernet, batch).loss
             grads = [_zero_if_none(g, a) for g, a in zip(torch.autograd.grad(loss, alphas, allow_unused=True), alphas)]
             average_tensors(grads)
             gradients.append(grads)

@@ -151,6 +151,10 @@ class SearchCheckpoint(CheckpointRecord):
             record with ``step > 0`` also needs the loaders' position and the partial metric
             sums, which :attr:`position` holds.
         position: the position inside the epoch (empty at an epoch's end).
+        example_stores: the objective's per-example stores
+            (:meth:`~rnasframe.objective.RobustObjective.state_dict`: a warm-started
+            perturbation's stored ``x' - x``), by regularizer name; empty when none keeps one
+            (and in checkpoints written before stores existed).
     """
 
     FORMAT: ClassVar[str] = "rnasframe.search/2"
@@ -168,6 +172,7 @@ class SearchCheckpoint(CheckpointRecord):
     alpha_history: Dict[str, List[Tensor]] = attrs.field(factory=dict)
     step: int = attrs.field(default=0, validator=_non_negative)
     position: Dict[str, Any] = attrs.field(factory=dict)
+    example_stores: Dict[str, Dict[str, Any]] = attrs.field(factory=dict)
 
 
 @attrs.define(frozen=True)

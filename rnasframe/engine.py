@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
@@ -241,6 +242,7 @@ class SearchEngine:
             )
         if self.max_steps_per_epoch is not None:
             steps = min(steps, self.max_steps_per_epoch)
+        self.objective.bind_examples(len(train_images), _split_key(train_images.name, train_idx, valid_idx))
         split = {"train": train_idx, "valid": valid_idx, "seed": self.seed}
         return _Setup(split, supernet, train_loader, valid_loader, eval_loader, steps)
 
@@ -263,6 +265,7 @@ class SearchEngine:
             )
         supernet.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.objective.load_state_dict(checkpoint.example_stores)
         note = restore_rng_state(checkpoint.rng, run.device)
         if note:
             folder.log(note)
@@ -315,7 +318,11 @@ class SearchEngine:
         hessian = self.signals.hessian_due(epoch, self.epochs, self.warmup_epochs)
         setup.supernet.train()  # the function the alpha step differentiates
         measured = self.signals.measure(
-            setup.supernet, self.objective, setup.eval_loader.epoch(0), hessian, seed=epoch_seed(self.seed, 0, epoch)
+            setup.supernet,
+            self.objective,
+            setup.eval_loader.epoch(0, self.objective.uses_example_index),
+            hessian,
+            seed=epoch_seed(self.seed, 0, epoch),
         )
         result = {f"signals/{key}": value for key, value in measured.items()}
         if result:
@@ -336,6 +343,7 @@ class SearchEngine:
             genotype=dict(self.space.genotype_to_dict(genotype)),
             world_size=world,
             alpha_history=progress.alpha_history,
+            example_stores=self.objective.state_dict(),
         )
 
     def _finish(self, run: Run, setup: _Setup, progress: _Progress) -> SearchResult:
@@ -374,7 +382,10 @@ class SearchEngine:
         meter = MetricMeter.from_state(progress.position["meter"], run.device) if first else MetricMeter()
         started = time.perf_counter() - float(progress.position.get("seconds", 0.0))
         schedule = MidEpochCheckpoints(self.checkpoint_every_steps, self.checkpoint_every_minutes)
-        batches = itertools.islice(zip(setup.train_loader.epoch(epoch), setup.valid_loader.epoch(epoch)), first, steps)
+        indexed = self.objective.uses_example_index  # (x, y, index) batches for per-example stores
+        batches = itertools.islice(
+            zip(setup.train_loader.epoch(epoch, indexed), setup.valid_loader.epoch(epoch, indexed)), first, steps
+        )
         phase = "search" if update_arch else "warm-up"
         bar = run.progress(batches, total=steps, initial=first, desc=f"epoch {epoch + 1}/{self.epochs} ({phase})")
         for step, (train_batch, valid_batch) in enumerate(bar, start=first + 1):
@@ -430,6 +441,14 @@ class SearchEngine:
         if known:
             folder.scalars({key: float(value) for key, value in known.items()}, epoch + 1, prefix="genotype/")
             folder.log(f"epoch {epoch + 1} genotype metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in known.items()))
+
+
+def _split_key(name: str, train_idx: torch.Tensor, valid_idx: torch.Tensor) -> str:
+    """A fingerprint of a data split (the data's name and both halves' positions), for per-example stores."""
+    digest = hashlib.sha256(name.encode())
+    for part in (train_idx, valid_idx):
+        digest.update(part.to(torch.int64).numpy().tobytes() + b"|")
+    return f"{name}:{digest.hexdigest()[:16]}"
 
 
 def _result_payload(result: SearchResult) -> Dict[str, Any]:

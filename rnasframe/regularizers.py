@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Mapping, Optional
 
 import attrs
 import gin
@@ -63,11 +63,41 @@ class PerturbationConsistency(Regularizer):
         """Prefix of the logged metrics (``label`` or ``"PerturbationConsistency"``)."""
         return self.label or type(self).__name__
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> RegularizerOutput:
-        """Return ``f(m(x'), m(x))`` and the accuracy on ``x'``."""
+    @property
+    def uses_example_index(self) -> bool:
+        """Whether the perturbation keeps a per-example store (and so needs the batch's indices)."""
+        return self.perturbation.uses_example_index
+
+    def bind_examples(self, count: int, key: str) -> None:
+        """Tell the perturbation the search data's size and split fingerprint."""
+        self.perturbation.bind_examples(count, key)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The perturbation's store (empty for perturbations without one)."""
+        return self.perturbation.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the perturbation's store."""
+        self.perturbation.load_state_dict(state)
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor, index: Optional[Tensor] = None
+    ) -> RegularizerOutput:
+        """Return ``f(m(x'), m(x))`` and the accuracy on ``x'``.
+
+        ``index`` (the examples' positions in the search data) is handed to the perturbation,
+        which uses it only when it keeps a per-example store.
+        """
         target = logits.detach()
         similarity = self.similarity
-        x_perturbed = self.perturbation(x, lambda candidate: similarity(model(candidate), target), model=model)
+
+        def discrepancy(candidate: Tensor) -> Tensor:
+            return similarity(model(candidate), target)
+
+        if index is None:  # the old call: perturbations written before indices existed keep working
+            x_perturbed = self.perturbation(x, discrepancy, model=model)
+        else:
+            x_perturbed = self.perturbation(x, discrepancy, model=model, index=index)
         perturbed_logits = model(x_perturbed)
         value = similarity(perturbed_logits, logits)
         with torch.no_grad():

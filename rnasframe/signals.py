@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from rnasframe import validation
+from rnasframe.interfaces.bilevel import Batch, call_objective
+from rnasframe.interfaces.perturbation import read_only_stores
 from rnasframe.interfaces.search_space import Supernet
 from rnasframe.model_state import preserved_buffers
 
@@ -140,7 +142,7 @@ class CollapseSignals:
         self,
         supernet: Supernet,
         objective: Any,
-        batches: Iterable[Tuple[Tensor, Tensor]],
+        batches: Iterable[Batch],
         hessian: bool,
         seed: int = 0,
     ) -> Dict[str, float]:
@@ -149,8 +151,10 @@ class CollapseSignals:
         Args:
             supernet: the supernet, in the mode the alpha step uses (train mode during a search).
             objective: the search objective (``objective(model, x, y).loss``), so RNAS' term is
-                included; its perturbation draws come from a forked random state.
-            batches: validation batches; the first :attr:`hessian_batches` are used.
+                included; its perturbation draws come from a forked random state, and
+                per-example stores are read, never written (:func:`~rnasframe.interfaces.read_only_stores`).
+            batches: validation batches, ``(x, y)`` or ``(x, y, index)``; the first
+                :attr:`hessian_batches` are used.
             hessian: measure the Hessian eigenvalue now (see :meth:`hessian_due`).
             seed: seeds the random start of the power iteration and the forked random state.
         """
@@ -162,18 +166,18 @@ class CollapseSignals:
         return signals
 
     def _hessian(
-        self, supernet: Supernet, objective: Any, batches: Iterable[Tuple[Tensor, Tensor]], seed: int
+        self, supernet: Supernet, objective: Any, batches: Iterable[Batch], seed: int
     ) -> Tuple[float, int]:
         parameters = list(supernet.arch_parameters())
         device = parameters[0].device
         devices: List[int] = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), preserved_buffers(supernet):
+        with torch.random.fork_rng(devices=devices), preserved_buffers(supernet), read_only_stores():
             torch.manual_seed(seed)
             losses = []
-            for index, (x, y, *_) in enumerate(batches):
-                if index == self.hessian_batches:
+            for count, batch in enumerate(batches):
+                if count == self.hessian_batches:
                     break
-                losses.append(objective(supernet, x, y).loss)
+                losses.append(call_objective(objective, supernet, batch).loss)
             if not losses:
                 return math.nan, 0
             loss = torch.stack(losses).mean()

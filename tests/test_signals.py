@@ -159,3 +159,22 @@ def test_a_search_logs_the_signals_and_they_do_not_change_it(tmp_path: Path) -> 
     log = (tmp_path / "on" / "log.txt").read_text()
     assert log.count("signals/hessian_eigenvalue=") == 2  # the two epochs after warm-up
     assert "normal_skip_connect=" in log
+
+
+def test_measuring_reads_but_never_writes_a_warm_start_store() -> None:
+    from rnasframe.perturbations import WarmStartPGD
+
+    torch.manual_seed(0)
+    net = DartsSpace(channels=2, layers=3).supernet(10)
+    net.train()
+    objective = RobustObjective([PerturbationConsistency(WarmStartPGD(LinfBall(0.1)))])
+    objective.bind_examples(20, "toy")
+    x, y, index = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)), torch.arange(8)
+    objective(net, x, y, index=index)  # a visit fills the store for these examples
+    before = {k: v.clone() for k, v in objective.state_dict()["PerturbationConsistency"].items()
+              if isinstance(v, torch.Tensor)}
+    signals = CollapseSignals(hessian_iterations=2).measure(net, objective, [(x, y, index)], hessian=True)
+    assert math.isfinite(signals["hessian_eigenvalue"])
+    after = objective.state_dict()["PerturbationConsistency"]
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key

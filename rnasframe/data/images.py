@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -40,9 +40,15 @@ class LabeledImages:
         labels: the label tensor (int64 values in ``[0, num_classes)``).
         num_classes: the number of classes.
         name: a short name for messages and logs.
+        positions: each example's position in the set this one was taken from (int64, shape
+            ``(N,)``; default ``0, 1, ..., N - 1``). :meth:`subset` records them, so the two
+            halves of a search split name their examples by their place in the training set
+            they were split from (the ``index`` of :meth:`~rnasframe.data.BatchLoader.epoch`).
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, num_classes: int, name: str = "dataset") -> None:
+    def __init__(
+        self, images: Tensor, labels: Tensor, num_classes: int, name: str = "dataset", positions: Optional[Tensor] = None
+    ) -> None:
         if images.dim() != 4:
             raise ValueError(f"{name}: images must have shape (N, C, H, W), got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -55,8 +61,11 @@ class LabeledImages:
             raise ValueError(f"{name}: floating-point images must lie in [0, 1]")
         if num_classes < 1 or (labels.numel() and (labels.min() < 0 or labels.max() >= num_classes)):
             raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got num_classes={num_classes}")
+        if positions is not None and positions.shape != labels.shape:
+            raise ValueError(f"{name}: positions must have shape {tuple(labels.shape)}, got {tuple(positions.shape)}")
         self.images = images
         self.labels = labels.long()
+        self.positions = torch.arange(len(labels)) if positions is None else positions.long()
         self.num_classes = int(num_classes)
         self.name = name
 
@@ -82,8 +91,9 @@ class LabeledImages:
         return batch.float()
 
     def subset(self, index: Tensor, name: str = "") -> "LabeledImages":
-        """Return the examples at ``index`` as a new set."""
-        return LabeledImages(self.images[index], self.labels[index], self.num_classes, name or self.name)
+        """Return the examples at ``index`` as a new set; its :attr:`positions` are their places in this one."""
+        positions = torch.arange(len(self))[index.cpu()]
+        return LabeledImages(self.images[index], self.labels[index], self.num_classes, name or self.name, positions)
 
     def channel_statistics(self) -> Tuple[Sequence[float], Sequence[float]]:
         """Per-channel mean and standard deviation of the pixels, in [0, 1] units."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Literal, Optional, Tuple, Union, overload
 
 import attrs
 import gin
@@ -98,7 +98,11 @@ def _cutout_keep_mask(n: int, h: int, w: int, length: int, generator: torch.Gene
 
 
 class BatchLoader:
-    """Mini-batches of ``(pixels in [0, 1], labels)`` from a :class:`LabeledImages`.
+    """Mini-batches of ``(pixels in [0, 1], labels)`` from a :class:`LabeledImages`, optionally with indices.
+
+    ``epoch(e, with_indices=True)`` adds each example's ``index``: its position in the set the
+    data was taken from (:attr:`LabeledImages.positions`; for the two halves of a search split,
+    its position in the full training set), which a perturbation with a per-example store uses.
 
     The order and the augmentation of epoch ``e`` depend only on ``(seed, e)``, so a search resumed
     at an epoch boundary sees exactly the batches of an uninterrupted one.
@@ -146,7 +150,10 @@ class BatchLoader:
         self.device = torch.device(device)
         self.resident = bool(resident)
         if self.resident and data.images.device != self.device:
-            data = LabeledImages(data.images.to(self.device), data.labels.to(self.device), data.num_classes, data.name)
+            data = LabeledImages(
+                data.images.to(self.device), data.labels.to(self.device), data.num_classes, data.name,
+                data.positions.to(self.device),
+            )
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
@@ -160,8 +167,28 @@ class BatchLoader:
         n = len(self.data)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[Tuple[Tensor, Tensor]]:
-        """Yield the batches of epoch ``epoch`` (0-based)."""
+    @overload
+    def epoch(self, epoch: int, with_indices: Literal[False] = False) -> Iterator[Tuple[Tensor, Tensor]]: ...
+
+    @overload
+    def epoch(self, epoch: int, with_indices: Literal[True]) -> Iterator[Tuple[Tensor, Tensor, Tensor]]: ...
+
+    @overload
+    def epoch(
+        self, epoch: int, with_indices: bool
+    ) -> Iterator[Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]]: ...
+
+    def epoch(
+        self, epoch: int, with_indices: bool = False
+    ) -> Iterator[Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]]:
+        """Yield the batches of epoch ``epoch`` (0-based): ``(x, y)``, or ``(x, y, index)``.
+
+        Args:
+            epoch: the epoch; it alone (with the seed) fixes the order and the augmentation.
+            with_indices: also yield ``index``, the examples' :attr:`LabeledImages.positions`
+                (int64, on the batch's device, sharded like ``x`` and ``y`` in data-parallel
+                runs). The batches themselves are the same either way.
+        """
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.data)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -173,8 +200,14 @@ class BatchLoader:
             if self.augmentation is not None:
                 x = self.augmentation(x, generator)
             y = self.data.labels[index]
+            positions = self.data.positions[index] if with_indices else None
             if self.world_size > 1:
                 per_rank = len(index) // self.world_size
                 shard = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
                 x, y = x[shard], y[shard]
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                positions = positions[shard] if positions is not None else None
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if positions is None:
+                yield x, y
+            else:
+                yield x, y, positions.to(self.device, non_blocking=True)

@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from rnasframe.interfaces.search_space import Supernet
 
-__all__ = ["BilevelOptimizer", "Batch"]
+__all__ = ["BilevelOptimizer", "Batch", "call_objective", "split_batch"]
 
-#: ``(inputs, labels)``, inputs pixels in [0, 1].
-Batch = Tuple[Tensor, Tensor]
+#: ``(inputs, labels)`` or ``(inputs, labels, index)``: inputs are pixels in [0, 1]; ``index``
+#: (int64, shape ``(batch,)``) holds the examples' positions in the search data's training set
+#: and is present when the objective asked for it (``objective.uses_example_index``).
+Batch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]
+
+
+def split_batch(batch: Batch) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """``(x, y, index)`` of a two- or three-element batch (``index`` is ``None`` for two)."""
+    if len(batch) == 2:
+        x, y = batch
+        return x, y, None
+    if len(batch) == 3:
+        x, y, index = batch
+        return x, y, index
+    raise ValueError(f"a batch is (x, y) or (x, y, index), got {len(batch)} elements")
+
+
+def call_objective(objective: Any, model: nn.Module, batch: Batch) -> Any:
+    """``objective(model, x, y)``, or with ``index=`` when the batch carries example indices.
+
+    Bi-level optimizers evaluate their objective through this function so that per-example
+    stores (warm-started perturbations) see the indices, while objectives written against
+    ``objective(model, x, y)`` keep working on two-element batches.
+    """
+    x, y, index = split_batch(batch)
+    if index is None:
+        return objective(model, x, y)
+    return objective(model, x, y, index=index)
 
 
 class BilevelOptimizer(abc.ABC):
@@ -41,7 +67,8 @@ class BilevelOptimizer(abc.ABC):
         Args:
             supernet: the supernet given to :meth:`setup`.
             objective: a :class:`~rnasframe.objective.RobustObjective` (callable
-                ``objective(model, x, y) -> ObjectiveOutput``).
+                ``objective(model, x, y) -> ObjectiveOutput``, and ``objective(model, x, y,
+                index=index)`` for batches with indices: use :func:`call_objective`).
             train_batch: the batch for the ``w`` update.
             valid_batch: the batch for the ``alpha`` update.
             update_arch: ``False`` during warm-up: only ``w`` is updated and ``valid_batch`` is unused.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Mapping, Union
+from typing import Any, Dict, Mapping, Union
 
 import attrs
 from torch import Tensor, nn
@@ -31,6 +31,14 @@ class Regularizer(abc.ABC):
     :meth:`__call__`. A regularizer with ``weight == 0`` is skipped entirely by
     :class:`~rnasframe.objective.RobustObjective` (no extra forward pass), so lambda = 0 is plain
     DARTS at no cost.
+
+    A regularizer whose perturbation keeps a per-example store (see
+    :class:`~rnasframe.interfaces.Perturbation`) overrides :attr:`uses_example_index`,
+    :meth:`bind_examples`, :meth:`state_dict` and :meth:`load_state_dict` (as
+    :class:`~rnasframe.regularizers.PerturbationConsistency` does, by asking its perturbation)
+    and accepts a keyword ``index`` in :meth:`__call__`; the objective passes ``index=`` only to
+    regularizers that use it, so one written against ``__call__(model, x, y, logits)`` keeps
+    working.
     """
 
     weight: float
@@ -50,4 +58,29 @@ class Regularizer(abc.ABC):
             y: its labels.
             logits: ``model(x)``, computed once by the objective and still in the graph; use it
                 instead of running the model on ``x`` again.
+
+        Subclasses that set :attr:`uses_example_index` also take ``index: Optional[Tensor] =
+        None``, the examples' positions in the search data (int64, shape ``(batch,)``).
         """
+
+    @property
+    def uses_example_index(self) -> bool:
+        """Whether :meth:`__call__` takes the batch's example indices (default: ``False``)."""
+        return False
+
+    def bind_examples(self, count: int, key: str) -> None:
+        """Pass the search data's size and split fingerprint on to the stores (default: nothing).
+
+        See :meth:`~rnasframe.interfaces.Perturbation.bind_examples`.
+        """
+        del count, key  # no store: nothing to bind
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Per-example state for the search checkpoint (default: empty)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (default: only an empty state is accepted)."""
+        if state:
+            raise ValueError(f"{self.name} keeps no per-example state, but was given entries {sorted(state)}")
+
