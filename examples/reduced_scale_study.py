@@ -24,6 +24,8 @@ Examples::
 
     python examples/reduced_scale_study.py --jobs 2            # 5 seeds, both spaces (hours on 2 cores)
     python examples/reduced_scale_study.py --spaces darts --methods darts,max --seeds 3
+    python examples/reduced_scale_study.py --spaces nasbench201 --adversarial ''   # standard training only
+    python examples/reduced_scale_study.py --report_only       # the report of what has finished so far
     python examples/reduced_scale_study.py --quick             # 1 seed, tiny epochs (a smoke test)
 
 Numbers are for 8x8 digits with small networks: they compare the methods at this scale, not
@@ -165,6 +167,8 @@ class Settings:
     epsilon: float
     quick: bool
     work: Path
+    adversarial: Tuple[str, ...] = ADVERSARIAL_METHODS
+    report_only: bool = False
 
 
 def _parse(files: Sequence[str], bindings: Sequence[str]) -> None:
@@ -247,19 +251,26 @@ def calibrate(settings: Settings) -> Dict[str, Any]:
 
 
 def run_one(space: str, method: str, seed: int, settings: Settings) -> List[Dict[str, Any]]:
-    """Search, then train and evaluate each training of one (space, method, seed); return the rows."""
+    """Search, then train and evaluate each training of one (space, method, seed); return the rows.
+
+    With :attr:`Settings.report_only`, nothing runs: the rows of the finished runs are returned.
+    """
     torch.set_num_threads(1)
+    folder = settings.work / space / f"{method}-seed{seed}"
+    if settings.report_only and not (folder / "search" / "results.json").is_file():
+        return []
     search = _search(space, method, seed, settings)
-    trainings = ["standard", "adversarial"] if method in ADVERSARIAL_METHODS else ["standard"]
+    trainings = ["standard", "adversarial"] if method in settings.adversarial else ["standard"]
+    if settings.report_only:
+        trainings = [t for t in ("standard", "adversarial") if (folder / t / "results.json").is_file()]
     rows = []
     for training in trainings:
-        folder = settings.work / space / f"{method}-seed{seed}" / training
-        payload = _train(space, training, seed, Path(search["run_dir"]), folder, settings)
+        payload = _train(space, training, seed, Path(search["run_dir"]), folder / training, settings)
         evaluation = payload["evaluation"]
         final = search.get("final_metrics", {})
         known = search.get("genotype_metrics", {})
         rows.append({
-            "space": space, "method": method, "seed": seed, "training": training, "run_dir": str(folder),
+            "space": space, "method": method, "seed": seed, "training": training, "run_dir": str(folder / training),
             "accuracy": evaluation["accuracy"], "sane": evaluation["sanity"]["passed"],
             "params_millions": payload["params_millions"],
             "search_seconds": float(search["search_cost"]["total_seconds"]),
@@ -439,6 +450,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="processes running (space, method, seed) pipelines")
     parser.add_argument("--work_dir", default="runs/reduced_scale_study", help="run folders of every phase")
     parser.add_argument("--out", default="docs/reduced_scale_study.md", help="the Markdown report")
+    parser.add_argument(
+        "--adversarial", default=",".join(ADVERSARIAL_METHODS),
+        help="methods whose cells are also adversarially trained (comma-separated; '' for none)",
+    )
+    parser.add_argument("--report_only", action="store_true", help="write the report from the finished runs only")
     parser.add_argument("--quick", action="store_true", help="1 seed, tiny epochs: checks the pipeline in seconds")
     return parser
 
@@ -456,6 +472,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         spaces = _choices(args.spaces, SPACES, "--spaces")
         methods = _choices(args.methods, METHODS, "--methods")
+        adversarial = _choices(args.adversarial, METHODS, "--adversarial") if args.adversarial.strip() else []
         if args.seeds < 1 or args.jobs < 1:
             raise ValueError(f"--seeds and --jobs must be >= 1, got {args.seeds} and {args.jobs}")
     except ValueError as error:
@@ -471,10 +488,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    settings = Settings(calibration["epsilon"], args.quick, work)
+    settings = Settings(calibration["epsilon"], args.quick, work, tuple(adversarial), args.report_only)
     tasks = [(space, method, seed) for seed in range(seeds) for space in spaces for method in methods]
     rows: List[Dict[str, Any]] = []
-    if args.jobs == 1:
+    if args.jobs == 1 or args.report_only:
         for task in tasks:
             rows += run_one(*task, settings)
     else:
