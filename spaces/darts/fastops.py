@@ -112,8 +112,8 @@ class _DepthwiseConv2d(torch.autograd.Function):
     """Undilated depthwise convolution with faster backward kernels (see :func:`depthwise_conv2d`)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
-        ctx.save_for_backward(x, weight)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: int, padding: int, flipped: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight, flipped)
         ctx.stride = stride
         ctx.padding = padding
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
@@ -121,7 +121,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
-        x, weight = ctx.saved_tensors
+        x, weight, flipped = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         kernel_size = weight.shape[-1]
         grad_x = grad_w = None
@@ -130,7 +130,9 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 # The input gradient of a stride-1 "same" convolution is the correlation of the
                 # output gradient with the flipped kernel: oneDNN's forward kernel, 1.5-2x faster
                 # than its backward-data kernel for depthwise convolutions.
-                grad_x = F.conv2d(grad_output, weight.flip(-2, -1), None, 1, padding, 1, x.shape[1])
+                if flipped is None:
+                    flipped = weight.flip(-2, -1)
+                grad_x = F.conv2d(grad_output, flipped, None, 1, padding, 1, x.shape[1])
             else:
                 grad_x = _aten.convolution_backward(
                     grad_output, x, weight, None, [stride, stride], [padding, padding], [1, 1],
@@ -144,10 +146,12 @@ class _DepthwiseConv2d(torch.autograd.Function):
                     grad_output, x, weight, None, [stride, stride], [padding, padding], [1, 1],
                     False, [0, 0], x.shape[1], [False, True, False],
                 )[1]
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
-def depthwise_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+def depthwise_conv2d(
+    x: Tensor, weight: Tensor, stride: int, padding: int, flipped: Optional[Tensor] = None
+) -> Tensor:
     """``F.conv2d(x, weight, stride=stride, padding=padding, groups=C)``, undilated.
 
     Same forward; faster gradients on CPU. The input gradient of a stride-1 convolution with
@@ -155,12 +159,14 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int) -> Te
     kernel (oneDNN's backward-data kernel for depthwise convolutions is 1.5-2x slower than its
     forward kernel); the weight gradient of kernels wider than 3 is assembled from ``k x 3``
     tiles (:func:`depthwise_weight_grad`). Stride-2 kernels at most 3 wide use oneDNN throughout.
-    The backward is not differentiable twice (``create_graph=True``).
+    The backward is not differentiable twice (``create_graph=True``). ``flipped``, if given, is
+    ``weight.flip(-2, -1)`` computed ahead (a weight that does not change between passes need
+    not be flipped in every backward pass).
     """
     k_h, k_w = weight.shape[-2:]
     if k_h != k_w or (k_h <= 3 and stride != 1):
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
-    return _DepthwiseConv2d.apply(x, weight, stride, padding)
+    return _DepthwiseConv2d.apply(x, weight, stride, padding, flipped)
 
 
 def to_phases(x: Tensor) -> Tensor:
@@ -206,20 +212,22 @@ class _DilatedDepthwiseConv2d(torch.autograd.Function):
     """Stride-1, dilation-2 depthwise convolution with faster backward kernels on the CPU."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int) -> Tensor:
-        ctx.save_for_backward(x, weight)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int, flipped: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight, flipped)
         ctx.padding = padding
         return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
-        x, weight = ctx.saved_tensors
+        x, weight, flipped = ctx.saved_tensors
         kernel_size = weight.shape[-1]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # "Same" padding, stride 1: the correlation with the flipped kernel (a forward kernel).
-            grad_x = F.conv2d(grad_output, weight.flip(-2, -1), None, 1, ctx.padding, 2, x.shape[1])
+            if flipped is None:
+                flipped = weight.flip(-2, -1)
+            grad_x = F.conv2d(grad_output, flipped, None, 1, ctx.padding, 2, x.shape[1])
         if ctx.needs_input_grad[1] and _weight_grad_needed(ctx, 1):
             # Each output phase reads only the same phase of the input, undilated.
             phases_x, phases_g = to_phases(x), to_phases(grad_output.contiguous(memory_format=torch.channels_last))
@@ -231,20 +239,21 @@ class _DilatedDepthwiseConv2d(torch.autograd.Function):
                     phases_g, phases_x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0],
                     x.shape[1], [False, True, False],
                 )[1]
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None
 
 
-def dilated_depthwise_conv2d(x: Tensor, weight: Tensor) -> Tensor:
+def dilated_depthwise_conv2d(x: Tensor, weight: Tensor, flipped: Optional[Tensor] = None) -> Tensor:
     """``F.conv2d(x, weight, padding=k - 1, dilation=2, groups=C)`` (stride 1, "same" size).
 
     oneDNN's forward kernel, whose speed is fine; its backward kernels for dilated depthwise
     convolutions are 10-30x slower, so the input gradient is the forward convolution of the
     output gradient with the flipped kernel and the weight gradient that of an undilated
     convolution on the polyphase components (:func:`to_phases`; even sizes, else oneDNN's). The
-    backward is not differentiable twice.
+    backward is not differentiable twice. ``flipped``: ``weight.flip(-2, -1)`` computed ahead, or
+    ``None`` (flipped in the backward pass).
     """
     k_h, k_w = weight.shape[-2:]
     padding = k_h - 1
     if k_h != k_w or k_h % 2 == 0 or x.shape[-2] % 2 or x.shape[-1] % 2:
         return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
-    return _DilatedDepthwiseConv2d.apply(x, weight, padding)
+    return _DilatedDepthwiseConv2d.apply(x, weight, padding, flipped)

@@ -33,7 +33,7 @@ float tolerance (``tests/test_lean_supernet.py`` checks values and gradients in 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -220,6 +220,27 @@ class _Wave:
         self.stats1: Optional[_FlatStatistics] = None
         self.stats2: Optional[_FlatStatistics] = None
         self._index: Dict[Tuple[int, torch.device, int], Tensor] = {}
+        self._frozen: Dict[str, _FrozenWeight] = {}
+
+    def weight(self, name: str, params: Sequence[Tensor], flip: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """The grouped weight ``cat(params)`` and, if ``flip``, the same weight flipped (or ``None``).
+
+        While no parameter requires a gradient (the inner maximization freezes them), the
+        concatenation and its flip are kept between forward passes and reused as long as every
+        parameter keeps its storage and version counter. Otherwise the concatenation is part of
+        the graph (its backward is one split) and the flip is left to the backward pass.
+        """
+        if any(p.requires_grad for p in params):
+            self._frozen.pop(name, None)
+            return _gather(params), None
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        entry = self._frozen.get(name)
+        if entry is None or entry.key != key:
+            entry = _FrozenWeight(key, torch.cat(list(params)))
+            self._frozen[name] = entry
+        if flip and entry.flipped is None:
+            entry.flipped = entry.weight.flip(-2, -1)
+        return entry.weight, entry.flipped if flip else None
 
     def scales(
         self, mixing: LeanMixing, reduction: bool, which: int, channels: int, device: torch.device, ops: int
@@ -241,6 +262,16 @@ class _Wave:
             index = torch.tensor(positions, dtype=torch.long).repeat_interleave(channels).to(device)
             self._index[key] = index
         return index
+
+
+class _FrozenWeight:
+    """A grouped weight gathered from frozen parameters, with the state it was gathered from."""
+
+    __slots__ = ("flipped", "key", "weight")
+
+    def __init__(self, key: Tuple[Tuple[int, int], ...], weight: Tensor) -> None:
+        self.key, self.weight = key, weight
+        self.flipped: Optional[Tensor] = None
 
 
 class _CellPlan:
@@ -316,10 +347,19 @@ def _batch_norm(x: Tensor, stats: _FlatStatistics, weight: Optional[Tensor]) -> 
     )
 
 
-def _depthwise(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int, fast: bool) -> Tensor:
-    if fast and dilation == 1:
-        return fastops.depthwise_conv2d(x, weight, stride, padding)
-    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+def _depthwise(
+    x: Tensor, weight: Tuple[Tensor, Optional[Tensor]], stride: int, padding: int, dilation: int, fast: bool
+) -> Tensor:
+    """A depthwise convolution with a grouped weight ``(weight, flipped or None)`` of :meth:`_Wave.weight`.
+
+    On the CPU (``fast``) kernels wider than 3 use the reformulated backward passes of
+    :mod:`~rnasframe.spaces.darts.fastops`; at the wave's width oneDNN's own backward kernels of
+    3x3 convolutions are as fast as the reformulation and take fewer operators.
+    """
+    w, flipped = weight
+    if fast and dilation == 1 and w.shape[-1] > 3:
+        return fastops.depthwise_conv2d(x, w, stride, padding, flipped)
+    return F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
 
 
 def _subsampled(x: Tensor, odd: bool) -> Tensor:
@@ -371,6 +411,10 @@ def _wave(
     m, e, s = len(wave.sources), len(wave.targets), wave.stride
     count = wave.count
     device = states[0].device
+
+    def weight(name: str, modules: Sequence[nn.Module], flip: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        return wave.weight(name, [cast(Tensor, m.weight) for m in modules], flip)
+
     # The rectified states, one copy per edge (the raw states are never replicated).
     r = _replicate([F.relu(state) for state in states], e)
     # Stage 1 of every convolution kind, then one block-diagonal pointwise convolution.
@@ -379,27 +423,27 @@ def _wave(
         # stride-1 convolution on it (oneDNN's dilated depthwise kernels are slow on the CPU).
         even = fastops.even_phase(r)
         dilated = [
-            _depthwise(even, _gather([m_.weight for m_ in wave.dw1[2]]), 1, 1, 1, fast),
-            _depthwise(even, _gather([m_.weight for m_ in wave.dw1[3]]), 1, 2, 1, fast),
+            _depthwise(even, weight("dil3", wave.dw1[2], False), 1, 1, 1, fast),
+            _depthwise(even, weight("dil5", wave.dw1[3], fast), 1, 2, 1, fast),
         ]
     elif fast and s == 1:
         dilated = [
-            fastops.dilated_depthwise_conv2d(r, _gather([m_.weight for m_ in wave.dw1[2]])),
-            fastops.dilated_depthwise_conv2d(r, _gather([m_.weight for m_ in wave.dw1[3]])),
+            fastops.dilated_depthwise_conv2d(r, *weight("dil3", wave.dw1[2], True)),
+            fastops.dilated_depthwise_conv2d(r, *weight("dil5", wave.dw1[3], True)),
         ]
     else:
         dilated = [
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[2]]), s, 2, 2, fast),
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[3]]), s, 4, 2, fast),
+            _depthwise(r, weight("dil3", wave.dw1[2], False), s, 2, 2, fast),
+            _depthwise(r, weight("dil5", wave.dw1[3], False), s, 4, 2, fast),
         ]
     d1 = _cat(
         [
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[0]]), s, 1, 1, fast),
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[1]]), s, 2, 1, fast),
+            _depthwise(r, weight("sep3", wave.dw1[0], False), s, 1, 1, fast),
+            _depthwise(r, weight("sep5", wave.dw1[1], fast and s == 1), s, 2, 1, fast),
             *dilated,
         ]
     )
-    p1 = F.conv2d(d1, _gather([m_.weight for m_ in wave.pw1]), groups=4 * count)
+    p1 = F.conv2d(d1, weight("pw1", wave.pw1, False)[0], groups=4 * count)
     sep, dil = p1.split([2 * count * c, 2 * count * c], dim=1)
     if channels_last and fast:
         # A channel slice of a channels-last tensor is strided; the CPU batch-norm kernels are
@@ -409,11 +453,11 @@ def _wave(
     h3, h5 = F.relu(_batch_norm(sep, wave.stats1, None)).split([count * c, count * c], dim=1)  # type: ignore[arg-type]
     d2 = _cat(
         [
-            _depthwise(h3, _gather([m_.weight for m_ in wave.dw2[0]]), 1, 1, 1, fast),
-            _depthwise(h5, _gather([m_.weight for m_ in wave.dw2[1]]), 1, 2, 1, fast),
+            _depthwise(h3, weight("sep3b", wave.dw2[0], False), 1, 1, 1, fast),
+            _depthwise(h5, weight("sep5b", wave.dw2[1], fast), 1, 2, 1, fast),
         ]
     )
-    p2 = F.conv2d(d2, _gather([m_.weight for m_ in wave.pw2]), groups=2 * count)
+    p2 = F.conv2d(d2, weight("pw2", wave.pw2, False)[0], groups=2 * count)
     # Every operation that ends in a BatchNorm, scaled by its mixing weight, in one call.
     # Pooling once per state; the concatenation repeats each result for the state's edges.
     pooled_max = [F.max_pool2d(state, 3, s, 1) for state in states]
@@ -425,8 +469,9 @@ def _wave(
         z = torch.stack([even.unflatten(1, (count, c)), odd.unflatten(1, (count, c))], dim=2).flatten(1, 3)
         if channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        weight = _gather([w for op in wave.reduce for w in (op.conv_1.weight, op.conv_2.weight)])
-        parts.append(F.conv2d(z, weight, groups=2 * count))
+        halves = [w for op in wave.reduce for w in (op.conv_1.weight, op.conv_2.weight)]
+        reduce_weight = wave.weight("reduce", halves, False)[0]
+        parts.append(F.conv2d(z, reduce_weight, groups=2 * count))
     scale2 = wave.scales(mixing, cell.reduction, 1, c, device, ops)
     b2 = _batch_norm(_cat(parts), wave.stats2, scale2)  # type: ignore[arg-type]
     hh, ww = b2.shape[-2:]
