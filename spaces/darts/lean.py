@@ -16,11 +16,20 @@ module computes the same function with a few dozen operators per *wave*:
 * the mixing weight ``w_k`` of every operation that ends in a BatchNorm is that BatchNorm's
   per-channel scale (``w_k * BN(z) = batch_norm(z, weight=w_k)``), gathered for the whole wave
   with one indexing operator per forward pass and cell type;
-* the parameters are the plain path's modules' own parameters, gathered per wave with one
-  concatenation whose backward is one split, and the BatchNorm running
+* the parameters are the plain path's modules' own parameters, gathered per wave and kernel
+  shape with one concatenation whose backward is one split (the three 3x3 depthwise kernels of
+  a wave in one, the three 5x5 ones in another), and the BatchNorm running
   statistics are the plain modules' own buffers, re-pointed at slices of one flat buffer per
   wave so that one BatchNorm call updates all of them. Parameters,
-  buffers and ``state_dict`` keys are therefore exactly those of the plain path.
+  buffers and ``state_dict`` keys are therefore exactly those of the plain path;
+* while the parameters are frozen (``requires_grad=False``, as in the inner maximization of a
+  robust objective), the gathered weights are kept and reused by the next forward pass until a
+  parameter changes (its storage or version counter), so that the ten PGD passes of an
+  RNAS-max step gather nothing;
+* on the CPU (``fast``), the 5x5 and the dilated depthwise kernels use the reformulated
+  backward passes of :mod:`~rnasframe.spaces.darts.fastops` (the 5x5 ones with their flipped
+  kernels made once per wave); the undilated 3x3 kernels use oneDNN's own backward passes, as
+  fast as the reformulation at the wave's width and one operator instead of two or three.
 
 Factorized reductions (``skip_connect`` on stride-2 edges and ``preprocess0`` after a reduction
 cell) run their stride-2 1x1 convolutions as stride-1 convolutions on the subsampled input
@@ -242,7 +251,8 @@ class _Wave:
         keeps its storage and version counter (in-place changes through ``.data``, which bypass
         the version counter, are not seen: change frozen parameters under ``torch.no_grad()``).
         """
-        if any(p.requires_grad for p in params):
+        # Under torch.compile the gathering is traced instead (no Python-side state in the graph).
+        if any(p.requires_grad for p in params) or torch.compiler.is_compiling():
             self._frozen.pop(name, None)
             if len(params) == pieces:  # one parameter per part: nothing to gather
                 return [(p, None) for p in params]
