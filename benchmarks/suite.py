@@ -19,7 +19,9 @@ Sections (each can be skipped):
 * ``micro`` (off by default): the depthwise-convolution kernels, oneDNN vs the reformulations.
 * ``ops`` (off by default): aten operators per first-order search iteration, forward and backward,
   for every method x implementation (``benchmarks/count_ops.py``; independent of batch and image
-  size, so counted on 2 images of 8x8 pixels), and the tiny supernet's seconds per iteration.
+  size, so counted on 2 images of 8x8 pixels) as a GPU dispatches them and as the CPU does (with
+  its depthwise reformulations), and the tiny supernet's seconds per iteration, the
+  implementations interleaved (``--options lean,fast``).
 
 FLOPs are ``2 x multiply-accumulates`` of convolutions and matrix products only (forward and the
 backward kernels actually run: input and/or weight gradients), counted with a small
@@ -416,16 +418,28 @@ def _machine(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def operator_counts(args: argparse.Namespace) -> Dict[str, Any]:
-    """Operators per search iteration (and the tiny supernet's seconds) per method x implementation."""
+    """Operators per search iteration per method x implementation, as a GPU and as the CPU dispatch
+    them, and the tiny supernet's seconds per iteration with the implementations interleaved."""
     result: Dict[str, Any] = {}
-    for options in args.options:
-        for method in args.methods:
-            counter = count_ops.count_iteration(method, options, args.channels, args.layers, pgd_steps=args.pgd_steps)
+    for method in args.methods:
+        tiny = argparse.Namespace(
+            channels=8, layers=3, size=8, batch=16, pgd_steps=args.pgd_steps, second_order=False, device="cpu"
+        )
+        runs = [search_step.SearchRun(method, options, tiny) for options in args.options]
+        times = search_step.interleaved(runs, args.repeats, max(1, args.warmup))
+        for options in args.options:
+            counts = {
+                as_on: count_ops.count_iteration(
+                    method, options, args.channels, args.layers, pgd_steps=args.pgd_steps, as_on=as_on
+                )
+                for as_on in ("cuda", "cpu")
+            }
             result[f"{method}/{options}"] = {
-                "total": counter.total,
-                "forward": sum(counter.forward.values()),
-                "backward": sum(counter.backward.values()),
-                "tiny_s": count_ops.tiny_iteration_seconds(method, options, repeats=args.repeats, pgd_steps=args.pgd_steps),
+                "total": counts["cuda"].total,
+                "forward": sum(counts["cuda"].forward.values()),
+                "backward": sum(counts["cuda"].backward.values()),
+                "total_cpu": counts["cpu"].total,
+                "tiny_s": _median(times[f"{method}/{options}"]),
             }
     return result
 
@@ -439,10 +453,16 @@ def print_report(report: Dict[str, Any]) -> None:
         f"{m['threads']} threads, load average {report.get('load_average_start')} -> {report.get('load_average_end')}"
     )
     if "ops" in report:
-        print("\naten operators per first-order search iteration (alpha + w), and tiny-supernet seconds")
-        print(f"  {'method/impl':<16}{'total':>9}{'forward':>9}{'backward':>9}{'tiny s':>9}")
+        print(
+            "\naten operators per first-order search iteration (alpha + w) as a GPU dispatches them (total, "
+            "forward, backward) and as the CPU does (cpu), and tiny-supernet seconds (implementations interleaved)"
+        )
+        print(f"  {'method/impl':<16}{'total':>9}{'forward':>9}{'backward':>9}{'cpu':>9}{'tiny s':>9}")
         for key, row in report["ops"].items():
-            print(f"  {key:<16}{row['total']:>9}{row['forward']:>9}{row['backward']:>9}{row['tiny_s']:>9.3f}")
+            print(
+                f"  {key:<16}{row['total']:>9}{row['forward']:>9}{row['backward']:>9}{row['total_cpu']:>9}"
+                f"{row['tiny_s']:>9.3f}"
+            )
     for row in report.get("forward_backward", []):
         print(
             f"\nsupernet forward-backward, batch {row['batch']}: {row['useful_flops'] / 1e9:.2f} GFLOP, "

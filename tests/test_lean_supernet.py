@@ -199,3 +199,35 @@ def test_cuda_graphs_switch_refuses_cpu_inputs_with_its_name() -> None:
     net.options = SupernetOptions(cuda_graphs=True)
     with pytest.raises(RuntimeError, match=r"cuda_graphs=True .* needs a CUDA input.*cuda_graphs=False"):
         net(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("options", [SupernetOptions(lean=True), SupernetOptions(depthwise=False, lean=True)], ids=["cpu", "as-on-gpu"])
+def test_frozen_weights_are_reused_until_they_change(options: SupernetOptions) -> None:
+    """Inner-maximization passes (parameters frozen) reuse the grouped weights; a change of a
+    frozen parameter, or unfreezing, is seen by the next pass (input gradients vs the plain path)."""
+    net = make_supernet(16)
+    state = copy.deepcopy(net.state_dict())
+    x0, y = torch.rand(2, 3, 16, 16, dtype=torch.float64), torch.tensor([1, 2])
+    sep5 = net.cells[0].edges[0].ops[4][0][1].weight  # a 5x5 depthwise kernel of the first wave
+
+    def input_gradient(options: SupernetOptions) -> Tensor:
+        net.options = options
+        x = x0.clone().requires_grad_(True)
+        with input_gradients_only(net):
+            (grad,) = torch.autograd.grad(F.cross_entropy(net(x), y), x)
+        return grad
+
+    results = {}
+    for name, current in (("plain", PLAIN), ("lean", options)):
+        net.load_state_dict(state)
+        first = input_gradient(current)
+        again = input_gradient(current)  # reused grouped weights
+        with torch.no_grad():
+            sep5.mul_(-3.0)
+        changed = input_gradient(current)
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x0), y).backward()  # unfrozen: the weights are part of the graph again
+        results[name] = (first, again, changed, sep5.grad.clone())
+    for lean_value, plain_value in zip(results["lean"], results["plain"]):
+        torch.testing.assert_close(lean_value, plain_value, rtol=1e-7, atol=1e-10)
+    assert not torch.allclose(results["lean"][0], results["lean"][2])

@@ -26,7 +26,7 @@ exact reformulations avoid those kernels:
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -79,19 +79,22 @@ def depthwise_weight_grad(
     weight gradient is fast for kernels at most 3 wide (any height), so the columns are split in
     overlapping tiles of 3: the tile at column offset ``b`` is the weight gradient of a ``k x 3``
     convolution over the columns ``b - p, b - p + 1, ...`` of ``x`` (zero outside), which gives
-    taps ``b..b+2``. Each window is one copy. Rows are padded by the convolution itself, except for
-    images only a few pixels high, where oneDNN is slow with a padding that large and the rows are
-    padded in the copy instead. (Also avoided: ``F.pad`` with negative amounts, or on the row axis
-    of a large channels-last tensor, both slow paths on CPU.)
+    taps ``b..b+2``. Each window is one copy; overlapping taps are taken from the later tile.
+    Rows are padded by the convolution itself, except for images only a few pixels high, where
+    oneDNN is slow with a padding that large and the rows are padded in the copy instead. (Also
+    avoided: ``F.pad`` with negative amounts, or on the row axis of a large channels-last tensor,
+    both slow paths on CPU; and narrower ``k x 2`` tiles, slower than the overlap at the lean
+    supernet's widths.)
     """
     channels, height = x.shape[1], x.shape[-2]
     out_w = grad_output.shape[-1]
     span = (out_w - 1) * stride + 3
     rows_in_copy = height < 2 * kernel_size
     row_pad = padding if rows_in_copy else 0
-    probe = x.new_empty(channels, 1, kernel_size, 3)
-    grad = x.new_empty(channels, 1, kernel_size, kernel_size)
-    for b in _tile_offsets(kernel_size):
+    probe = _probe(channels, kernel_size, x)
+    offsets = _tile_offsets(kernel_size)
+    pieces = []
+    for index, b in enumerate(offsets):
         left = padding - b  # columns of zeros before column 0 (negative: columns cropped)
         source = x if left >= 0 else x[..., -left:]
         left = max(left, 0)
@@ -104,16 +107,31 @@ def depthwise_weight_grad(
             grad_output, window, probe, None, [stride, stride], [0 if rows_in_copy else padding, 0],
             [1, 1], False, [0, 0], channels, [False, True, False],
         )[1]
-        grad[:, :, :, b : b + 3] = tile
-    return grad
+        keep = 3 if index == len(offsets) - 1 else offsets[index + 1] - b
+        pieces.append(tile if keep == 3 else tile[..., :keep])
+    return torch.cat(pieces, dim=-1)
+
+
+_PROBES: Dict[Tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+
+def _probe(channels: int, kernel_size: int, like: Tensor) -> Tensor:
+    """An uninitialized ``(C, 1, k, 3)`` weight: only its shape tells oneDNN the tile's size."""
+    key = (channels, kernel_size, like.dtype, like.device)
+    probe = _PROBES.get(key)
+    if probe is None:
+        if len(_PROBES) > 64:
+            _PROBES.clear()
+        probe = _PROBES[key] = like.new_empty(channels, 1, kernel_size, 3)
+    return probe
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
     """Undilated depthwise convolution with faster backward kernels (see :func:`depthwise_conv2d`)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
-        ctx.save_for_backward(x, weight)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, stride: int, padding: int, flipped: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight, flipped)
         ctx.stride = stride
         ctx.padding = padding
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
@@ -121,7 +139,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
-        x, weight = ctx.saved_tensors
+        x, weight, flipped = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         kernel_size = weight.shape[-1]
         grad_x = grad_w = None
@@ -130,7 +148,9 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 # The input gradient of a stride-1 "same" convolution is the correlation of the
                 # output gradient with the flipped kernel: oneDNN's forward kernel, 1.5-2x faster
                 # than its backward-data kernel for depthwise convolutions.
-                grad_x = F.conv2d(grad_output, weight.flip(-2, -1), None, 1, padding, 1, x.shape[1])
+                if flipped is None:
+                    flipped = weight.flip(-2, -1)
+                grad_x = F.conv2d(grad_output, flipped, None, 1, padding, 1, x.shape[1])
             else:
                 grad_x = _aten.convolution_backward(
                     grad_output, x, weight, None, [stride, stride], [padding, padding], [1, 1],
@@ -144,10 +164,12 @@ class _DepthwiseConv2d(torch.autograd.Function):
                     grad_output, x, weight, None, [stride, stride], [padding, padding], [1, 1],
                     False, [0, 0], x.shape[1], [False, True, False],
                 )[1]
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
-def depthwise_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+def depthwise_conv2d(
+    x: Tensor, weight: Tensor, stride: int, padding: int, flipped: Optional[Tensor] = None
+) -> Tensor:
     """``F.conv2d(x, weight, stride=stride, padding=padding, groups=C)``, undilated.
 
     Same forward; faster gradients on CPU. The input gradient of a stride-1 convolution with
@@ -155,12 +177,14 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int) -> Te
     kernel (oneDNN's backward-data kernel for depthwise convolutions is 1.5-2x slower than its
     forward kernel); the weight gradient of kernels wider than 3 is assembled from ``k x 3``
     tiles (:func:`depthwise_weight_grad`). Stride-2 kernels at most 3 wide use oneDNN throughout.
-    The backward is not differentiable twice (``create_graph=True``).
+    The backward is not differentiable twice (``create_graph=True``). ``flipped``, if given, is
+    ``weight.flip(-2, -1)`` computed ahead (a weight that does not change between passes need
+    not be flipped in every backward pass).
     """
     k_h, k_w = weight.shape[-2:]
     if k_h != k_w or (k_h <= 3 and stride != 1):
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
-    return _DepthwiseConv2d.apply(x, weight, stride, padding)
+    return _DepthwiseConv2d.apply(x, weight, stride, padding, flipped)
 
 
 def to_phases(x: Tensor) -> Tensor:
@@ -170,9 +194,11 @@ def to_phases(x: Tensor) -> Tensor:
     ``(2 r + q) N + n``. One copy.
     """
     n, c, h, w = x.shape
-    nhwc = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
-    phases = nhwc.permute(2, 4, 0, 1, 3, 5).reshape(4 * n, h // 2, w // 2, c)
-    return phases.permute(0, 3, 1, 2)
+    s_n, s_c, s_h, s_w = x.stride()
+    # (r, q, n, h/2, w/2, c) as a view of x, copied once into that order, seen as NCHW.
+    view = x.as_strided((2, 2, n, h // 2, w // 2, c), (s_h, s_w, s_n, 2 * s_h, 2 * s_w, s_c))
+    phases = view.clone(memory_format=torch.contiguous_format)
+    return phases.as_strided((4 * n, c, h // 2, w // 2), ((h // 2) * (w // 2) * c, 1, (w // 2) * c, c))
 
 
 def phases_to_nhwc(y: Tensor, batch: int) -> Tensor:
@@ -206,23 +232,26 @@ class _DilatedDepthwiseConv2d(torch.autograd.Function):
     """Stride-1, dilation-2 depthwise convolution with faster backward kernels on the CPU."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int) -> Tensor:
-        ctx.save_for_backward(x, weight)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, padding: int, flipped: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(x, weight, flipped)
         ctx.padding = padding
         return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
-        x, weight = ctx.saved_tensors
+        x, weight, flipped = ctx.saved_tensors
         kernel_size = weight.shape[-1]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # "Same" padding, stride 1: the correlation with the flipped kernel (a forward kernel).
-            grad_x = F.conv2d(grad_output, weight.flip(-2, -1), None, 1, ctx.padding, 2, x.shape[1])
+            if flipped is None:
+                flipped = weight.flip(-2, -1)
+            grad_x = F.conv2d(grad_output, flipped, None, 1, ctx.padding, 2, x.shape[1])
         if ctx.needs_input_grad[1] and _weight_grad_needed(ctx, 1):
             # Each output phase reads only the same phase of the input, undilated.
-            phases_x, phases_g = to_phases(x), to_phases(grad_output.contiguous(memory_format=torch.channels_last))
+            # to_phases reads any strides: no contiguous copy of a channel slice first.
+            phases_x, phases_g = to_phases(x), to_phases(grad_output)
             pad = kernel_size // 2
             if kernel_size > 3:
                 grad_w = depthwise_weight_grad(phases_g, phases_x, kernel_size, 1, pad)
@@ -231,20 +260,21 @@ class _DilatedDepthwiseConv2d(torch.autograd.Function):
                     phases_g, phases_x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0],
                     x.shape[1], [False, True, False],
                 )[1]
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None
 
 
-def dilated_depthwise_conv2d(x: Tensor, weight: Tensor) -> Tensor:
+def dilated_depthwise_conv2d(x: Tensor, weight: Tensor, flipped: Optional[Tensor] = None) -> Tensor:
     """``F.conv2d(x, weight, padding=k - 1, dilation=2, groups=C)`` (stride 1, "same" size).
 
     oneDNN's forward kernel, whose speed is fine; its backward kernels for dilated depthwise
     convolutions are 10-30x slower, so the input gradient is the forward convolution of the
     output gradient with the flipped kernel and the weight gradient that of an undilated
     convolution on the polyphase components (:func:`to_phases`; even sizes, else oneDNN's). The
-    backward is not differentiable twice.
+    backward is not differentiable twice. ``flipped``: ``weight.flip(-2, -1)`` computed ahead, or
+    ``None`` (flipped in the backward pass).
     """
     k_h, k_w = weight.shape[-2:]
     padding = k_h - 1
     if k_h != k_w or k_h % 2 == 0 or x.shape[-2] % 2 or x.shape[-1] % 2:
         return F.conv2d(x, weight, None, 1, padding, 2, x.shape[1])
-    return _DilatedDepthwiseConv2d.apply(x, weight, padding)
+    return _DilatedDepthwiseConv2d.apply(x, weight, padding, flipped)

@@ -16,11 +16,20 @@ module computes the same function with a few dozen operators per *wave*:
 * the mixing weight ``w_k`` of every operation that ends in a BatchNorm is that BatchNorm's
   per-channel scale (``w_k * BN(z) = batch_norm(z, weight=w_k)``), gathered for the whole wave
   with one indexing operator per forward pass and cell type;
-* the parameters are the plain path's modules' own parameters, gathered per wave with one
-  concatenation whose backward is one split, and the BatchNorm running
+* the parameters are the plain path's modules' own parameters, gathered per wave and kernel
+  shape with one concatenation whose backward is one split (the three 3x3 depthwise kernels of
+  a wave in one, the three 5x5 ones in another), and the BatchNorm running
   statistics are the plain modules' own buffers, re-pointed at slices of one flat buffer per
   wave so that one BatchNorm call updates all of them. Parameters,
-  buffers and ``state_dict`` keys are therefore exactly those of the plain path.
+  buffers and ``state_dict`` keys are therefore exactly those of the plain path;
+* while the parameters are frozen (``requires_grad=False``, as in the inner maximization of a
+  robust objective), the gathered weights are kept and reused by the next forward pass until a
+  parameter changes (its storage or version counter), so that the ten PGD passes of an
+  RNAS-max step gather nothing;
+* on the CPU (``fast``), the 5x5 and the dilated depthwise kernels use the reformulated
+  backward passes of :mod:`~rnasframe.spaces.darts.fastops` (the 5x5 ones with their flipped
+  kernels made once per wave); the undilated 3x3 kernels use oneDNN's own backward passes, as
+  fast as the reformulation at the wave's width and one operator instead of two or three.
 
 Factorized reductions (``skip_connect`` on stride-2 edges and ``preprocess0`` after a reduction
 cell) run their stride-2 1x1 convolutions as stride-1 convolutions on the subsampled input
@@ -33,7 +42,7 @@ float tolerance (``tests/test_lean_supernet.py`` checks values and gradients in 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -103,24 +112,28 @@ class LeanMixing:
     def __init__(self, normal: Tensor, reduce: Tensor) -> None:
         self._flat: Dict[bool, Tensor] = {}
         self._source = {False: normal, True: reduce}
-        self._vectors: Dict[Tuple[bool, int, int, int], Tensor] = {}
+        self._sets: Dict[Tuple[bool, int], Dict[Tuple[int, int], Tensor]] = {}
 
-    def scales(self, reduction: bool, key: Tuple[int, int, int], index: Tensor) -> Tensor:
-        """The per-channel scales at ``index`` of ``cat([w.flatten(), 1])``, cached under ``key``.
+    def scale_set(
+        self, reduction: bool, channels: int, index: Tensor, keys: Sequence[Tuple[int, int]], sizes: Sequence[int]
+    ) -> Dict[Tuple[int, int], Tensor]:
+        """Every scale vector of a cell type at one width, from one ``index_select`` and one split.
 
-        ``key`` (wave, BatchNorm call, channels) identifies the layout among cells of one type.
+        ``index`` holds the positions in ``cat([w.flatten(), 1])`` of the vectors named by
+        ``keys`` (wave, BatchNorm call), of lengths ``sizes``, one after the other. Cells of one
+        type and width share the layouts, so the result is computed once per forward pass.
         """
-        full_key = (reduction, *key)
-        vector = self._vectors.get(full_key)
-        if vector is None:
+        cache_key = (reduction, channels)
+        found = self._sets.get(cache_key)
+        if found is None:
             flat = self._flat.get(reduction)
             if flat is None:
                 weights = self._source[reduction]
                 flat = torch.cat([weights.reshape(-1), weights.new_ones(1)])
                 self._flat[reduction] = flat
-            vector = flat.index_select(0, index)
-            self._vectors[full_key] = vector
-        return vector
+            vectors = flat.index_select(0, index).split(list(sizes))
+            found = self._sets[cache_key] = dict(zip(keys, vectors))
+        return found
 
 
 class _FlatStatistics:
@@ -220,14 +233,48 @@ class _Wave:
         self.stats1: Optional[_FlatStatistics] = None
         self.stats2: Optional[_FlatStatistics] = None
         self._index: Dict[Tuple[int, torch.device, int], Tensor] = {}
+        self._frozen: Dict[str, _FrozenWeight] = {}
 
-    def scales(
-        self, mixing: LeanMixing, reduction: bool, which: int, channels: int, device: torch.device, ops: int
-    ) -> Tensor:
-        """The scales of this wave's identities (``which=0``) or of its scaled BatchNorm call (1)."""
-        layout = (self.layout_skip, self.layout2)[which]
-        index = self.index(which, layout, channels, device, ops)
-        return mixing.scales(reduction, (self.number, which, channels), index)
+    def weights(
+        self, name: str, params: Sequence[Tensor], pieces: int, flip: bool, ahead: bool = False
+    ) -> List[Tuple[Tensor, Optional[Tensor]]]:
+        """``cat(params)`` as one grouped weight split in ``pieces`` equal parts, each with its flip.
+
+        One concatenation (whose backward is one split) and one split serve several kernels of
+        the same shape. A part's flip (``weight.flip(-2, -1)``, for the CPU's flipped-kernel input
+        gradients) is given if ``flip`` and either the parameters are frozen or ``ahead`` (one
+        flip for several kernels that would each flip their part in the backward pass); else
+        ``None`` (the backward pass flips it if it needs it).
+
+        While no parameter requires a gradient (the inner maximization freezes them), the parts
+        and their flips are kept between forward passes and reused as long as every parameter
+        keeps its storage and version counter (in-place changes through ``.data``, which bypass
+        the version counter, are not seen: change frozen parameters under ``torch.no_grad()``).
+        """
+        # Under torch.compile the gathering is traced instead (no Python-side state in the graph).
+        if any(p.requires_grad for p in params) or torch.compiler.is_compiling():
+            self._frozen.pop(name, None)
+            if len(params) == pieces:  # one parameter per part: nothing to gather
+                return [(p, None) for p in params]
+            weight = _gather(params)
+            parts = weight.chunk(pieces) if pieces > 1 else (weight,)
+            flipped: Sequence[Optional[Tensor]] = (None,) * pieces
+            if flip and ahead and torch.is_grad_enabled():
+                with torch.no_grad():
+                    whole = weight.flip(-2, -1)
+                    flipped = whole.chunk(pieces) if pieces > 1 else (whole,)
+            return list(zip(parts, flipped))
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        entry = self._frozen.get(name)
+        if entry is None or entry.key != key:
+            weight = torch.cat(list(params))
+            entry = _FrozenWeight(key, weight.chunk(pieces) if pieces > 1 else (weight,))
+            self._frozen[name] = entry
+        if flip and entry.flipped is None:
+            whole = torch.cat(list(entry.parts)).flip(-2, -1) if pieces > 1 else entry.parts[0].flip(-2, -1)
+            entry.flipped = whole.chunk(pieces) if pieces > 1 else (whole,)
+        flips: Sequence[Optional[Tensor]] = entry.flipped if flip and entry.flipped is not None else (None,) * pieces
+        return list(zip(entry.parts, flips))
 
     def index(
         self, which: int, layout: Tuple[Tuple[int, int], ...], channels: int, device: torch.device, ops: int
@@ -241,6 +288,16 @@ class _Wave:
             index = torch.tensor(positions, dtype=torch.long).repeat_interleave(channels).to(device)
             self._index[key] = index
         return index
+
+
+class _FrozenWeight:
+    """Grouped weights gathered from frozen parameters, with the state they were gathered from."""
+
+    __slots__ = ("flipped", "key", "parts")
+
+    def __init__(self, key: Tuple[Tuple[int, int], ...], parts: Sequence[Tensor]) -> None:
+        self.key, self.parts = key, tuple(parts)
+        self.flipped: Optional[Tuple[Tensor, ...]] = None
 
 
 class _CellPlan:
@@ -259,6 +316,26 @@ class _CellPlan:
         self.norms = [m for m in cell.edges.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.counters: Optional[_Counters] = None
         self.ops = len(PRIMITIVES)
+        self._layouts: Dict[Tuple[torch.device, int], Tuple[Tensor, List[Tuple[int, int]], List[int]]] = {}
+
+    def scales(
+        self, mixing: LeanMixing, reduction: bool, channels: int, device: torch.device
+    ) -> Dict[Tuple[int, int], Tensor]:
+        """The scale vectors of every wave, ``(wave, 1)``: its scaled BatchNorm call; ``(wave, 0)``:
+        its identities (stride-1 waves)."""
+        key = (device, channels)
+        layout = self._layouts.get(key)
+        if layout is None:
+            keys: List[Tuple[int, int]] = []
+            indices: List[Tensor] = []
+            for wave in self.waves:
+                for which in (1, 0) if wave.stride == 1 else (1,):
+                    keys.append((wave.number, which))
+                    layout_of = (wave.layout_skip, wave.layout2)[which]
+                    indices.append(wave.index(which, layout_of, channels, device, self.ops))
+            layout = self._layouts[key] = (torch.cat(indices), keys, [len(i) for i in indices])
+        index, keys, sizes = layout
+        return mixing.scale_set(reduction, channels, index, keys, sizes)
 
     def ensure_buffers(self) -> None:
         """(Re)point the BatchNorm buffers at flat storage if they are not already."""
@@ -316,10 +393,19 @@ def _batch_norm(x: Tensor, stats: _FlatStatistics, weight: Optional[Tensor]) -> 
     )
 
 
-def _depthwise(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int, fast: bool) -> Tensor:
-    if fast and dilation == 1:
-        return fastops.depthwise_conv2d(x, weight, stride, padding)
-    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+def _depthwise(
+    x: Tensor, weight: Tuple[Tensor, Optional[Tensor]], stride: int, padding: int, dilation: int, fast: bool
+) -> Tensor:
+    """A depthwise convolution with a grouped weight ``(weight, flipped or None)`` of :meth:`_Wave.weight`.
+
+    On the CPU (``fast``) kernels wider than 3 use the reformulated backward passes of
+    :mod:`~rnasframe.spaces.darts.fastops`; at the wave's width oneDNN's own backward kernels of
+    3x3 convolutions are as fast as the reformulation and take fewer operators.
+    """
+    w, flipped = weight
+    if fast and dilation == 1 and w.shape[-1] > 3:
+        return fastops.depthwise_conv2d(x, w, stride, padding, flipped)
+    return F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
 
 
 def _subsampled(x: Tensor, odd: bool) -> Tensor:
@@ -358,19 +444,29 @@ def _replicate(states: Sequence[Tensor], copies: int) -> Tensor:
 
 
 def _wave(
-    cell: Any,
     wave: _Wave,
     states: Sequence[Tensor],
-    mixing: LeanMixing,
+    scales: Dict[Tuple[int, int], Tensor],
     fast: bool,
     channels_last: bool,
-    ops: int,
 ) -> Tensor:
-    """The contributions ``(N, len(targets), C, H', W')`` of every edge of ``wave`` to its targets."""
+    """The contributions ``(N, len(targets), C, H', W')`` of every edge of ``wave`` to its targets.
+
+    ``scales``: the cell's scale vectors (:meth:`_CellPlan.scales`).
+    """
     n, c = states[0].shape[0], states[0].shape[1]
     m, e, s = len(wave.sources), len(wave.targets), wave.stride
     count = wave.count
-    device = states[0].device
+
+    def weights(name: str, groups: Sequence[Sequence[nn.Module]], flip: bool, ahead: bool = False) -> Any:
+        params = [cast(Tensor, m_.weight) for group in groups for m_ in group]
+        return wave.weights(name, params, len(groups), flip, ahead)
+
+    # The depthwise kernels of the wave gathered by shape: 3x3 (first and second of sep_conv_3x3,
+    # dil_conv_3x3) and 5x5 (the same of the 5x5 operations); on the CPU the 5x5 ones are also
+    # flipped at once for their input gradients.
+    sep3a, sep3b, dil3 = weights("k3", (wave.dw1[0], wave.dw2[0], wave.dw1[2]), fast)
+    sep5a, sep5b, dil5 = weights("k5", (wave.dw1[1], wave.dw2[1], wave.dw1[3]), fast, ahead=True)
     # The rectified states, one copy per edge (the raw states are never replicated).
     r = _replicate([F.relu(state) for state in states], e)
     # Stage 1 of every convolution kind, then one block-diagonal pointwise convolution.
@@ -379,27 +475,27 @@ def _wave(
         # stride-1 convolution on it (oneDNN's dilated depthwise kernels are slow on the CPU).
         even = fastops.even_phase(r)
         dilated = [
-            _depthwise(even, _gather([m_.weight for m_ in wave.dw1[2]]), 1, 1, 1, fast),
-            _depthwise(even, _gather([m_.weight for m_ in wave.dw1[3]]), 1, 2, 1, fast),
+            _depthwise(even, dil3, 1, 1, 1, fast),
+            _depthwise(even, dil5, 1, 2, 1, fast),
         ]
     elif fast and s == 1:
         dilated = [
-            fastops.dilated_depthwise_conv2d(r, _gather([m_.weight for m_ in wave.dw1[2]])),
-            fastops.dilated_depthwise_conv2d(r, _gather([m_.weight for m_ in wave.dw1[3]])),
+            fastops.dilated_depthwise_conv2d(r, *dil3),
+            fastops.dilated_depthwise_conv2d(r, *dil5),
         ]
     else:
         dilated = [
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[2]]), s, 2, 2, fast),
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[3]]), s, 4, 2, fast),
+            _depthwise(r, dil3, s, 2, 2, fast),
+            _depthwise(r, dil5, s, 4, 2, fast),
         ]
     d1 = _cat(
         [
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[0]]), s, 1, 1, fast),
-            _depthwise(r, _gather([m_.weight for m_ in wave.dw1[1]]), s, 2, 1, fast),
+            _depthwise(r, sep3a, s, 1, 1, fast),
+            _depthwise(r, sep5a, s, 2, 1, fast),
             *dilated,
         ]
     )
-    p1 = F.conv2d(d1, _gather([m_.weight for m_ in wave.pw1]), groups=4 * count)
+    p1 = F.conv2d(d1, weights("pw1", (wave.pw1,), False)[0][0], groups=4 * count)
     sep, dil = p1.split([2 * count * c, 2 * count * c], dim=1)
     if channels_last and fast:
         # A channel slice of a channels-last tensor is strided; the CPU batch-norm kernels are
@@ -409,11 +505,11 @@ def _wave(
     h3, h5 = F.relu(_batch_norm(sep, wave.stats1, None)).split([count * c, count * c], dim=1)  # type: ignore[arg-type]
     d2 = _cat(
         [
-            _depthwise(h3, _gather([m_.weight for m_ in wave.dw2[0]]), 1, 1, 1, fast),
-            _depthwise(h5, _gather([m_.weight for m_ in wave.dw2[1]]), 1, 2, 1, fast),
+            _depthwise(h3, sep3b, 1, 1, 1, fast),
+            _depthwise(h5, sep5b, 1, 2, 1, fast),
         ]
     )
-    p2 = F.conv2d(d2, _gather([m_.weight for m_ in wave.pw2]), groups=2 * count)
+    p2 = F.conv2d(d2, weights("pw2", (wave.pw2,), False)[0][0], groups=2 * count)
     # Every operation that ends in a BatchNorm, scaled by its mixing weight, in one call.
     # Pooling once per state; the concatenation repeats each result for the state's edges.
     pooled_max = [F.max_pool2d(state, 3, s, 1) for state in states]
@@ -425,9 +521,10 @@ def _wave(
         z = torch.stack([even.unflatten(1, (count, c)), odd.unflatten(1, (count, c))], dim=2).flatten(1, 3)
         if channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        weight = _gather([w for op in wave.reduce for w in (op.conv_1.weight, op.conv_2.weight)])
-        parts.append(F.conv2d(z, weight, groups=2 * count))
-    scale2 = wave.scales(mixing, cell.reduction, 1, c, device, ops)
+        halves = [w for op in wave.reduce for w in (op.conv_1.weight, op.conv_2.weight)]
+        reduce_weight = wave.weights("reduce", halves, 1, False)[0][0]
+        parts.append(F.conv2d(z, reduce_weight, groups=2 * count))
+    scale2 = scales[(wave.number, 1)]
     scaled = _cat(parts)
     if scaled.dtype != scale2.dtype:  # bfloat16 under autocast: mix in the weights' float32
         scaled = scaled.to(scale2.dtype)
@@ -441,7 +538,7 @@ def _wave(
     else:
         total = b2.view(n, wave.kinds2 * m, e, c, hh, ww).sum(1)
     if s == 1:
-        skip = wave.scales(mixing, cell.reduction, 0, c, device, ops)
+        skip = scales[(wave.number, 0)]
         states = [s if s.dtype == skip.dtype else s.to(skip.dtype) for s in states]
         if m == 1:
             identity = states[0].unsqueeze(1) * skip.view(1, e, c, 1, 1)
@@ -470,11 +567,12 @@ def lean_cell_forward(
     norm = plan.norms[0]
     if counters is not None and counters.flat is not None and norm.training and norm.track_running_stats:
         counters.flat.add_(1)
+    scales = plan.scales(mixing, cell.reduction, states[0].shape[1], states[0].device)
     nodes: List[Tensor] = []
     pending: Optional[Tensor] = None  # partial sums of the nodes not complete yet, (N, e * C, H, W)
     for index, wave in enumerate(plan.waves):
         inputs = states if index == 0 else [nodes[-1]]
-        contribution = _wave(cell, wave, inputs, mixing, fast, channels_last, plan.ops).flatten(1, 2)
+        contribution = _wave(wave, inputs, scales, fast, channels_last).flatten(1, 2)
         pending = contribution if pending is None else pending + contribution
         channels = states[0].shape[1]
         if pending.shape[1] == channels:

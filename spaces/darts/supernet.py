@@ -102,9 +102,11 @@ class SupernetOptions:
             bounds the speed on a GPU). Takes precedence over ``fused_edges``; uses
             ``channels_last`` and ``depthwise`` like the fused path. ``None`` (the default): the
             lean path on GPUs and other accelerators, the fused path on the CPU, where the lean
-            path's concatenations and replicated states cost more memory traffic than the
-            operators they save at the paper's size (``docs/performance.md``: 2.2x slower at
-            batch 64, 2.3x faster on a tiny supernet). ``True`` / ``False`` force one path.
+            path's large per-wave tensors cost more (page faults of freshly mapped memory,
+            concatenations) than the operators they save at the paper's size
+            (``docs/performance.md``: 2.3x slower at batch 64 with glibc's default allocator,
+            1.2x slower when freed memory is kept, 2.1-2.5x faster on a tiny supernet).
+            ``True`` / ``False`` force one path.
         cuda_graphs: *experimental, not yet validated on a GPU*: run the forward (and its
             backward) as CUDA graphs through ``torch.compile(mode="reduce-overhead")``, which
             copies each input into a static buffer and replays the captured kernels, so that the
