@@ -321,30 +321,67 @@ def _groups(rows: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str], List[Dict[
     return groups
 
 
+def _interval_cell(differences: Sequence[float], digits: int) -> str:
+    """``mean [low, high]`` of paired differences, bold when the 95 % interval excludes 0."""
+    mean, low, high = paired_interval(differences)
+    if math.isnan(low):
+        return f"{mean:+.{digits}f} (one seed)"
+    resolved = "**" if low > 0 or high < 0 else ""
+    return f"{resolved}{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]{resolved}"
+
+
+def _pairs(
+    groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]], key: Tuple[str, str, str]
+) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """The rows of ``key`` paired with DARTS' row of the same space, training and seed."""
+    space, training, _ = key
+    base = {r["seed"]: r for r in groups.get((space, training, "darts"), [])}
+    return [(r, base[r["seed"]]) for r in groups[key] if r["seed"] in base]
+
+
 def _difference_lines(groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]]) -> List[str]:
     lines = [
         "| Space | Training | Method - darts | Seeds | " + " | ".join(f"Δ {attack_label(c)}" for c in COLUMNS) + " |",
         "|---|---|---|---|" + "---|" * len(COLUMNS),
     ]
-    for (space, training, method), members in groups.items():
-        base = {r["seed"]: r for r in groups.get((space, training, "darts"), [])}
-        paired = [(r, base[r["seed"]]) for r in members if r["seed"] in base]
+    for (space, training, method) in groups:
+        paired = _pairs(groups, (space, training, method))
         if method == "darts" or not paired:
             continue
-        cells = []
-        for column in COLUMNS:
-            mean, low, high = paired_interval([100 * (r["accuracy"][column] - b["accuracy"][column]) for r, b in paired])
-            if math.isnan(low):
-                cells.append(f"{mean:+.1f} (one seed)")
-                continue
-            resolved = "**" if low > 0 or high < 0 else ""
-            cells.append(f"{resolved}{mean:+.1f} [{low:+.1f}, {high:+.1f}]{resolved}")
+        cells = [
+            _interval_cell([100 * (r["accuracy"][c] - b["accuracy"][c]) for r, b in paired], 1) for c in COLUMNS
+        ]
         lines.append(f"| {space} | {training} | {method} | {len(paired)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def render(rows: List[Dict[str, Any]], calibration: Dict[str, Any], command: str, quick: bool, wall: float) -> str:
-    """The Markdown report of the study (``rows``: one per space, method, seed and training)."""
+def _signal_difference_lines(groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]]) -> List[str]:
+    lines = ["| Space | Method - darts | Seeds | Δ Skip | Δ λ_max |", "|---|---|---|---|---|"]
+    for (space, training, method) in groups:
+        paired = [(r, b) for r, b in _pairs(groups, (space, training, method))
+                  if not math.isnan(r["hessian"]) and not math.isnan(b["hessian"])]
+        if training != "standard" or method == "darts" or not paired:
+            continue
+        skip = _interval_cell([r["skip_connect"] - b["skip_connect"] for r, b in paired], 1)
+        hessian = _interval_cell([r["hessian"] - b["hessian"] for r, b in paired], 3)
+        lines.append(f"| {space} | {method} | {len(paired)} | {skip} | {hessian} |")
+    return lines
+
+
+def _summed_seconds(groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]]) -> float:
+    """Every search once, plus every training and evaluation."""
+    searches = {(r["space"], r["method"], r["seed"]): r["search_seconds"] for rows in groups.values() for r in rows}
+    runs = sum(r["train_seconds"] + r["evaluate_seconds"] for rows in groups.values() for r in rows)
+    return float(sum(searches.values()) + runs)
+
+
+def render(
+    rows: List[Dict[str, Any]], calibration: Dict[str, Any], command: str, quick: bool, wall: Optional[float]
+) -> str:
+    """The Markdown report of the study (``rows``: one per space, method, seed and training).
+
+    ``wall``: the seconds this invocation took, or ``None`` (``--report_only``: the runs' own times are summed).
+    """
     epsilon = calibration["epsilon"]
     seeds = sorted({r["seed"] for r in rows})
     groups = _groups(rows)
@@ -410,13 +447,20 @@ def render(rows: List[Dict[str, Any]], calibration: Dict[str, Any], command: str
         lines.append(
             f"| {space} | {method} | {_num(search, 0)} | {ratio:.2f} | {_num([m['train_seconds'] for m in members], 0)} | "
             f"{_num(adversarial, 0)} | {_num([m['evaluate_seconds'] for m in members], 0)} | "
-            f"{_num([m['skip_connect'] for m in members], 1)} | {_num([m['alpha_entropy'] for m in members], 3)} | "
+            f"{_num([m['skip_connect'] for m in members], 1)} | {_num([m['alpha_entropy'] for m in members], 4)} | "
             f"{_num([m['hessian'] for m in members], 3)} |"
         )
     lines += [
         "",
-        f"Whole study: {wall:.0f} s of wall clock on {platform.machine()} with torch {torch.__version__}, one thread "
-        "per process (finished runs reused by a later invocation do not count).",
+        "Paired differences of the search's signals to DARTS (same space and seed; 95 % t interval):",
+        "",
+        *_signal_difference_lines(groups),
+    ]
+    lines += [
+        "",
+        (f"Whole study: {wall:.0f} s of wall clock" if wall is not None else
+         f"Summed wall clock of every run's phases: {_summed_seconds(groups):.0f} s")
+        + f" on {platform.machine()} with torch {torch.__version__}, one thread per process.",
         "",
         "## Every run",
         "",
@@ -501,7 +545,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rows += result
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(rows, calibration, command, args.quick, time.perf_counter() - started))
+    wall = None if args.report_only else time.perf_counter() - started
+    out.write_text(render(rows, calibration, command, args.quick, wall))
     print(f"report: {out}")
     return 0
 

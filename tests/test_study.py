@@ -79,6 +79,11 @@ def test_quick_study_calibrates_searches_trains_and_writes_the_report(tmp_path: 
     written = checkpoint.stat().st_mtime_ns
     assert study.main(argv) == 0  # a second run reuses every finished run folder
     assert checkpoint.stat().st_mtime_ns == written
+    partial = tmp_path / "partial.md"
+    assert study.main(["--quick", "--report_only", f"--work_dir={tmp_path / 'runs'}", f"--out={partial}"]) == 0
+    text = partial.read_text()
+    assert "Summed wall clock of every run's phases" in text and "| darts | max_fgsm | 1 | " in text
+    assert "uniform" not in text.split("## Every run")[1]  # never run, so not reported
 
 
 def test_study_rejects_unknown_methods_and_spaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
