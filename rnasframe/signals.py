@@ -170,7 +170,9 @@ class CollapseSignals:
     ) -> Tuple[float, int]:
         parameters = list(supernet.arch_parameters())
         device = parameters[0].device
-        devices: List[int] = [device.index or 0] if device.type == "cuda" else []
+        devices: List[int] = []
+        if device.type == "cuda":  # fork the generator of the GPU the supernet is on, not GPU 0's
+            devices = [device.index if device.index is not None else torch.cuda.current_device()]
         with torch.random.fork_rng(devices=devices), preserved_buffers(supernet), read_only_stores():
             torch.manual_seed(seed)
             losses = []
