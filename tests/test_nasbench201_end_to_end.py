@@ -89,5 +89,5 @@ def test_tabulated_robustness_in_the_search_logs(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     expected = rnasframe.engine.SearchEngine().space.genotype_metrics(result.genotype)
     assert results["genotype_metrics"] == pytest.approx(expected)
-    assert set(expected) == {"cifar10/clean", "cifar10/fgsm@Linf", "cifar10/pgd@Linf"}
+    assert set(expected) == {"cell_skip_connect", "cifar10/clean", "cifar10/fgsm@Linf", "cifar10/pgd@Linf"}
     assert "cifar10/clean" in (tmp_path / "run" / "log.txt").read_text()  # logged after every epoch

@@ -149,6 +149,7 @@ def _slow_main(rank: int, port: int, root: Path) -> Dict[str, Any]:
         destroy(*args, **kwargs)
 
     torch.distributed.destroy_process_group = recorded_destroy
+    collective_timeout = distributed.COLLECTIVE_TIMEOUT
     distributed.COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=2)  # rank 0's work outlasts it
     try:
         with Run(root / f"slow-{rank}", "training", False, torch.device("cpu")) as run:
@@ -158,6 +159,9 @@ def _slow_main(rank: int, port: int, root: Path) -> Dict[str, Any]:
         return {"left": not torch.distributed.is_initialized()}
     finally:
         torch.distributed.destroy_process_group = destroy
+        # the later scenarios join with the usual timeout: a rank that reaches the next scenario
+        # seconds before the other (rank 1 leaves main_hangs early by design) must wait for it
+        distributed.COLLECTIVE_TIMEOUT = collective_timeout
 
 
 def _main_fails(rank: int, port: int, root: Path, how: str) -> Dict[str, Any]:
