@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import gin
 import torch
@@ -11,23 +9,9 @@ from torch import Tensor
 
 from rnasframe.interfaces.perturbation import NormBall, Perturbation, PerturbationObjective
 from rnasframe.perturbations.balls import LinfBall, is_norm_ball
-from rnasframe.perturbations.pgd import projected_ascent_step
-from rnasframe.validation import finite
+from rnasframe.perturbations.pgd import projected_ascent_step, step_factor
 
 __all__ = ["FGSMRandomStart"]
-
-_ALPHA_LOW, _ALPHA_HIGH = 0.0, 2.0
-
-
-def _step_factor(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
-    """attrs validator: accept a finite number in (0, 2], the step length in units of the radius."""
-    finite()(instance, attribute, value)
-    if not _ALPHA_LOW < value <= _ALPHA_HIGH:
-        raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be in ({_ALPHA_LOW:g}, {_ALPHA_HIGH:g}] "
-            f"(the step length in units of the ball's radius), got {value!r}"
-        )
-
 
 @gin.configurable
 @attrs.define(frozen=True)
@@ -60,7 +44,7 @@ class FGSMRandomStart(Perturbation):
     """
 
     ball: NormBall = attrs.field(factory=LinfBall, validator=is_norm_ball)
-    alpha: float = attrs.field(default=1.25, validator=_step_factor)
+    alpha: float = attrs.field(default=1.25, validator=step_factor)
 
     def perturb(self, x: Tensor, objective: PerturbationObjective) -> Tensor:
         """Take one projected ascent step of length ``alpha * ball.epsilon`` from a random start.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import gin
 import torch
@@ -9,9 +11,9 @@ from torch import Tensor
 
 from rnasframe.interfaces.perturbation import NormBall, Perturbation, PerturbationObjective
 from rnasframe.perturbations.balls import LinfBall, is_norm_ball
-from rnasframe.validation import boolean, greater_than, positive_int
+from rnasframe.validation import boolean, finite, greater_than, positive_int
 
-__all__ = ["PGDMaximizer", "projected_ascent_step"]
+__all__ = ["PGDMaximizer", "projected_ascent_step", "step_factor"]
 
 
 @gin.configurable
@@ -73,6 +75,23 @@ class PGDMaximizer(Perturbation):
         for _ in range(self.steps):
             current = projected_ascent_step(self.ball, current, x, objective, self.step_size, "PGDMaximizer")
         return current.detach()
+
+
+_ALPHA_LOW, _ALPHA_HIGH = 0.0, 2.0
+
+
+def step_factor(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    """attrs validator: accept a finite number in (0, 2], a step length in units of the ball's radius.
+
+    Shared by the one-step maximizers (:class:`~rnasframe.perturbations.FGSMRandomStart`,
+    :class:`~rnasframe.perturbations.WarmStartPGD`), whose step is ``alpha * epsilon``.
+    """
+    finite()(instance, attribute, value)
+    if not _ALPHA_LOW < value <= _ALPHA_HIGH:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be in ({_ALPHA_LOW:g}, {_ALPHA_HIGH:g}] "
+            f"(the step length in units of the ball's radius), got {value!r}"
+        )
 
 
 def projected_ascent_step(

@@ -14,23 +14,12 @@ from torch import Tensor
 from rnasframe import distributed
 from rnasframe.interfaces.perturbation import NormBall, Perturbation, PerturbationObjective, stores_read_only
 from rnasframe.perturbations.balls import LinfBall, is_norm_ball
-from rnasframe.perturbations.pgd import projected_ascent_step
-from rnasframe.validation import finite, positive_int
+from rnasframe.perturbations.pgd import projected_ascent_step, step_factor
+from rnasframe.validation import positive_int
 
 __all__ = ["WarmStartPGD"]
 
 _LOG = logging.getLogger(__name__)
-_ALPHA_LOW, _ALPHA_HIGH = 0.0, 2.0
-
-
-def _step_factor(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
-    """attrs validator: a finite number in (0, 2], the step length in units of the ball's radius."""
-    finite()(instance, attribute, value)
-    if not _ALPHA_LOW < value <= _ALPHA_HIGH:
-        raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be in ({_ALPHA_LOW:g}, {_ALPHA_HIGH:g}] "
-            f"(the step length in units of the ball's radius), got {value!r}"
-        )
 
 
 class _Store:
@@ -108,7 +97,7 @@ class WarmStartPGD(Perturbation):
 
     ball: NormBall = attrs.field(factory=LinfBall, validator=is_norm_ball)
     steps: int = attrs.field(default=1, validator=positive_int)
-    alpha: float = attrs.field(default=1.0, validator=_step_factor)
+    alpha: float = attrs.field(default=1.0, validator=step_factor)
     _store: _Store = attrs.field(init=False, factory=_Store, eq=False, repr=False)
 
     @property
